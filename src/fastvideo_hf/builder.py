@@ -1,0 +1,350 @@
+"""A ``datasets`` builder that turns raw videos + captions into Wan latents and prompt embeddings.
+
+It reads like any ``datasets`` builder: ``WanLatentsConfig`` holds the knobs, ``_info`` declares the features
+(from ``schema``), ``_split_generators`` lists the inputs and cuts them into shard-sized chunks, and
+``_generate_examples`` yields ``(id, row)``. ``write_to_folder`` is the entry point of ``fastvideo-hf
+preprocess``: it writes the chunks as Parquet shards (resumable, split across processes, see
+``shard_progress``), ``skipped.jsonl`` and the dataset card, giving a folder that plain ``load_dataset`` reads
+and that can be pushed to the Hub as is.
+
+Usable from Python::
+
+    builder = WanLatents(task="t2v", pretrained_model_name_or_path="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+                         data_dir="my_videos", height=480, width=832, num_frames=77)
+    builder.write_to_folder("my_latents")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from datasets.arrow_writer import ParquetWriter
+from tqdm.auto import tqdm
+
+from .dataset_card import render_dataset_card, skip_reason_counts
+from .encoders import WAN_MAX_SEQUENCE_LENGTH, WanPromptEncoder, WanVaeEncoder
+from .frame_sampling import ClipTooShortError, resize_and_center_crop
+from .schema import STORAGE_DTYPES, latent_features, tensor_to_columns
+from .shard_progress import ChunkResult, ShardProgress, atomic_write_text, listing_digest
+from .sources import HFDatasetSource, MergedFolderSource, VideoInput, choose_caption
+from .video_decode import VideoDecodeError, decode_clip
+
+logger = logging.getLogger(__name__)
+
+# Latent rows are megabytes each: flush a Parquet row group every few rows to keep memory flat.
+WRITER_BATCH_SIZE = 4
+ENCODER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class SkipInput(Exception):
+    """An input that cannot be used; the message is the reason recorded in ``skipped.jsonl``."""
+
+
+@dataclass
+class WanLatentsConfig(datasets.BuilderConfig):
+    """Knobs of a preprocessing run; the defaults are FastVideo's Wan2.1 T2V 1.3B recipe (77x480x832 at 16 fps)."""
+
+    task: str = "t2v"
+    pretrained_model_name_or_path: str | None = None
+    revision: str | None = None
+    dataset_name: str | None = None  # an HF dataset (Hub id or local path); else ``data_dir`` is a merged folder
+    dataset_config_name: str | None = None
+    dataset_split: str = "train"
+    video_column: str = "video"
+    caption_column: str = "caption"
+    height: int = 480
+    width: int = 832
+    num_frames: int = 77
+    fps: float = 16.0
+    storage_dtype: str = "float32"
+    samples_per_file: int = 64
+    seed: int = 42
+    video_backend: str | None = None
+    device: str | None = None
+    text_encoder_dtype: str = "auto"  # bfloat16 on GPU, float32 on CPU
+    vae_dtype: str = "float32"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.task != "t2v":
+            raise ValueError(f"task {self.task!r} is not supported yet; use --task t2v")
+        if self.num_frames < 1 or (self.num_frames - 1) % 4:
+            raise ValueError(f"--num_frames must be 4k+1 for Wan's VAE (e.g. 77 or 81), got {self.num_frames}")
+        if self.height % 16 or self.width % 16:
+            raise ValueError(f"--height and --width must be multiples of 16, got {self.height}x{self.width}")
+        if self.storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"--storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {self.storage_dtype!r}")
+        if self.samples_per_file < 1:
+            raise ValueError("--samples_per_file must be at least 1")
+        if (self.dataset_name is None) == (self.data_dir is None):
+            raise ValueError("give exactly one input: --data_dir (merged folder) or --dataset_name (HF dataset)")
+
+
+@dataclass
+class WriteSummary:
+    """What one process did in ``write_to_folder``; ``finalized`` when it wrote the card (the run is complete)."""
+
+    rows_written: int = 0
+    inputs_skipped: int = 0
+    chunks_done: int = 0
+    finalized: bool = False
+    total_rows: int = 0
+    total_skipped: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+class WanLatents(datasets.GeneratorBasedBuilder):
+    BUILDER_CONFIG_CLASS = WanLatentsConfig
+    DEFAULT_WRITER_BATCH_SIZE = WRITER_BATCH_SIZE
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.config.pretrained_model_name_or_path is None:
+            raise ValueError("pretrained_model_name_or_path is required (a diffusers-format Wan folder or Hub id)")
+        self._source = None
+        self._encoders = None
+        self.timings: dict[str, float] = defaultdict(float)
+
+    # -- the datasets builder interface ---------------------------------------------------------------------
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description="Wan VAE latents and UMT5 prompt embeddings of video clips, for finetuning.",
+            features=latent_features(self.config.task),
+        )
+
+    def _split_generators(self, dl_manager):
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"chunks": self.plan_chunks()})]
+
+    def _generate_examples(self, chunks: list[list[VideoInput]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        for chunk in chunks:
+            for item in chunk:
+                try:
+                    yield item.id, self.encode_input(item)
+                except SkipInput as reason:
+                    logger.warning("skipping %s: %s", item.file_name or item.id, reason)
+
+    # -- inputs -------------------------------------------------------------------------------------------
+
+    @property
+    def source(self):
+        if self._source is None:
+            config = self.config
+            if config.dataset_name is not None:
+                self._source = HFDatasetSource(
+                    config.dataset_name,
+                    config.dataset_config_name,
+                    split=config.dataset_split,
+                    video_column=config.video_column,
+                    caption_column=config.caption_column,
+                )
+            else:
+                self._source = MergedFolderSource(config.data_dir)
+        return self._source
+
+    def plan_chunks(self) -> list[list[VideoInput]]:
+        """The inputs in listing order, cut into chunks of ``samples_per_file`` (one Parquet shard each)."""
+        inputs = self.source.list_inputs()
+        size = self.config.samples_per_file
+        return [inputs[start : start + size] for start in range(0, len(inputs), size)]
+
+    # -- encoding -----------------------------------------------------------------------------------------
+
+    def _device(self) -> torch.device:
+        if self.config.device:
+            return torch.device(self.config.device)
+        if torch.cuda.is_available():
+            from .distributed import local_rank
+
+            return torch.device("cuda", local_rank())
+        return torch.device("cpu")
+
+    @property
+    def encoders(self) -> tuple[WanPromptEncoder, WanVaeEncoder]:
+        """Loaded on first use, so a resume with nothing left to do never loads a model."""
+        if self._encoders is None:
+            config, device = self.config, self._device()
+            text_dtype = config.text_encoder_dtype
+            if text_dtype == "auto":
+                text_dtype = "bfloat16" if device.type == "cuda" else "float32"
+            model, revision = config.pretrained_model_name_or_path, config.revision
+            self._encoders = (
+                WanPromptEncoder.from_pretrained(model, revision, device, ENCODER_DTYPES[text_dtype]),
+                WanVaeEncoder.from_pretrained(model, revision, device, ENCODER_DTYPES[config.vae_dtype]),
+            )
+        return self._encoders
+
+    def encode_input(self, item: VideoInput) -> dict[str, Any]:
+        """The Parquet row of one input, or ``SkipInput`` with the reason it cannot be used."""
+        config = self.config
+        if item.problem:
+            raise SkipInput(item.problem)
+        caption = choose_caption(item, config.seed)
+        if caption is None:
+            raise SkipInput("empty caption")
+        started = time.perf_counter()
+        try:
+            clip = decode_clip(self.source.video_for(item), config.fps, config.num_frames, config.video_backend)
+        except (VideoDecodeError, ClipTooShortError) as error:
+            raise SkipInput(str(error)) from error
+        pixels = resize_and_center_crop(clip.frames, config.height, config.width)
+        decoded = time.perf_counter()
+        prompt_encoder, vae_encoder = self.encoders
+        (text_embedding,) = prompt_encoder([caption])
+        text_encoded = time.perf_counter()
+        latent = vae_encoder(pixels)
+        vae_encoded = time.perf_counter()
+        self.timings["decode"] += decoded - started
+        self.timings["text_encode"] += text_encoded - decoded
+        self.timings["vae_encode"] += vae_encoded - text_encoded
+        return {
+            "id": item.id,
+            **tensor_to_columns("vae_latent", latent, config.storage_dtype),
+            **tensor_to_columns("text_embedding", text_embedding, config.storage_dtype),
+            "file_name": item.file_name,
+            "caption": caption,
+            "media_type": "video",
+            "width": config.width,
+            "height": config.height,
+            "num_frames": config.num_frames,
+            "duration_sec": config.num_frames / config.fps,
+            "fps": float(config.fps),
+        }
+
+    # -- writing a Hub-ready folder -----------------------------------------------------------------------
+
+    def manifest(self, chunks: list[list[VideoInput]]) -> dict[str, Any]:
+        """Everything that changes the rows; a resume must match it exactly."""
+        config = self.config
+        listing = [(item.id, item.file_name, *item.captions) for chunk in chunks for item in chunk]
+        return {
+            "task": config.task,
+            "model": config.pretrained_model_name_or_path,
+            "revision": config.revision,
+            "source": self.source.describe(),
+            "height": config.height,
+            "width": config.width,
+            "num_frames": config.num_frames,
+            "fps": float(config.fps),
+            "storage_dtype": config.storage_dtype,
+            "samples_per_file": config.samples_per_file,
+            "seed": config.seed,
+            "text_encoder_dtype": config.text_encoder_dtype,
+            "vae_dtype": config.vae_dtype,
+            "num_inputs": len(listing),
+            "inputs_digest": listing_digest(listing),
+        }
+
+    def write_to_folder(
+        self, output_dir: str | Path, rank: int = 0, world_size: int = 1, repo_id: str | None = None
+    ) -> WriteSummary:
+        """Encode this process's unfinished chunks into ``output_dir/data/`` and, when every chunk of every
+        process is done, write ``skipped.jsonl`` and the dataset card. Safe to re-run after any interruption."""
+        chunks = self.plan_chunks()
+        progress = ShardProgress(output_dir, len(chunks))
+        manifest = self.manifest(chunks)
+        progress.check_manifest(manifest)
+        pending = progress.pending(rank, world_size)
+        summary = WriteSummary(seconds=self.timings)
+        num_pending_inputs = sum(len(chunks[index]) for index in pending)
+        with tqdm(
+            total=num_pending_inputs, unit="video", desc=f"Encoding (rank {rank})", disable=num_pending_inputs == 0
+        ) as bar:
+            for index in pending:
+                result = self._write_chunk(progress, index, chunks[index], bar)
+                progress.commit(result)
+                summary.rows_written += result.rows
+                summary.inputs_skipped += len(result.skipped)
+                summary.chunks_done += 1
+        if progress.all_done():
+            self._finalize(progress, manifest, summary, repo_id)
+        return summary
+
+    def _write_chunk(self, progress: ShardProgress, index: int, chunk: list[VideoInput], bar) -> ChunkResult:
+        writer, skipped = None, []
+        tmp_path = progress.tmp_shard_path(index)
+        features = self.info.features
+        try:
+            for item in chunk:
+                try:
+                    row = self.encode_input(item)
+                except SkipInput as reason:
+                    skipped.append({"id": item.id, "file_name": item.file_name, "reason": str(reason)})
+                    logger.warning("skipping %s: %s", item.file_name or item.id, reason)
+                    bar.update(1)
+                    continue
+                started = time.perf_counter()
+                if writer is None:
+                    writer = ParquetWriter(features=features, path=str(tmp_path), writer_batch_size=WRITER_BATCH_SIZE)
+                writer.write(features.encode_example(row))
+                self.timings["write"] += time.perf_counter() - started
+                bar.update(1)
+            rows, num_bytes = 0, 0
+            if writer is not None:
+                started = time.perf_counter()
+                rows, num_bytes = writer.finalize()
+                self.timings["write"] += time.perf_counter() - started
+        finally:
+            if writer is not None:
+                writer.close()
+        shard = progress.shard_name(index) if rows else None
+        return ChunkResult(index=index, shard=shard, rows=rows, num_bytes=num_bytes, skipped=skipped)
+
+    def _finalize(self, progress: ShardProgress, manifest: dict[str, Any], summary: WriteSummary, repo_id) -> None:
+        results = progress.results()
+        skipped = [item for result in results for item in result.skipped]
+        summary.total_rows = sum(result.rows for result in results)
+        summary.total_skipped = len(skipped)
+        summary.finalized = True
+        output_dir = progress.output_dir
+        atomic_write_text(output_dir / "skipped.jsonl", "".join(json.dumps(item) + "\n" for item in skipped))
+        if summary.total_rows == 0:
+            return
+        metadata = self.card_metadata(manifest, results, skipped)
+        atomic_write_text(output_dir / "README.md", render_dataset_card(metadata, skipped, repo_id))
+
+    def card_metadata(self, manifest: dict[str, Any], results: list[ChunkResult], skipped) -> dict[str, Any]:
+        """The ``fastvideo_hf`` block of the card: what made the latents, and the counts."""
+        from diffusers import AutoencoderKLWan
+        from transformers import AutoConfig
+
+        model, revision = self.config.pretrained_model_name_or_path, self.config.revision
+        vae_config = AutoencoderKLWan.load_config(model, subfolder="vae", revision=revision)
+        text_config = AutoConfig.from_pretrained(model, subfolder="text_encoder", revision=revision)
+        spatial = 2 ** len(vae_config.get("temperal_downsample", [0, 0, 0]))
+        temporal = 2 ** sum(vae_config.get("temperal_downsample", [False, True, True]))
+        latent_shape = [
+            vae_config["z_dim"],
+            (self.config.num_frames - 1) // temporal + 1,
+            self.config.height // spatial,
+            self.config.width // spatial,
+        ]
+        return {
+            **{key: manifest[key] for key in ("task", "model", "revision", "source", "height", "width")},
+            **{key: manifest[key] for key in ("num_frames", "fps", "storage_dtype", "seed")},
+            "vae_class": vae_config.get("_class_name", "AutoencoderKLWan"),
+            "text_encoder_class": (text_config.architectures or ["UMT5EncoderModel"])[0],
+            "latent_channels": vae_config["z_dim"],
+            "latent_shape": latent_shape,
+            "latents_mean": vae_config.get("latents_mean"),
+            "latents_std": vae_config.get("latents_std"),
+            "text_dim": text_config.d_model,
+            "max_sequence_length": WAN_MAX_SEQUENCE_LENGTH,
+            "text_encoder_dtype": manifest["text_encoder_dtype"],
+            "vae_dtype": manifest["vae_dtype"],
+            "num_inputs": manifest["num_inputs"],
+            "num_rows": sum(result.rows for result in results),
+            "num_skipped": len(skipped),
+            "num_shards": sum(1 for result in results if result.shard),
+            "num_bytes": sum(result.num_bytes for result in results),
+            "skipped_reasons": skip_reason_counts(skipped),
+        }

@@ -1,0 +1,65 @@
+"""The ``fastvideo-hf`` command: ``preprocess``, plus ``tiny-model`` and ``demo-data`` for offline tries."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    from .tiny_models import save_tiny_wan_pipeline
+
+    path = save_tiny_wan_pipeline(args.output, task=args.task, seed=args.seed)
+    print(f"tiny Wan {args.task} pipeline written to {path} (load it with WanPipeline.from_pretrained)")
+    return 0
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from .demo_data import write_demo_dataset
+
+    clips = write_demo_dataset(args.output, args.num_videos, seed=args.seed, with_bad_inputs=args.with_bad_inputs)
+    print(f"{len(clips)} demo videos written to {args.output} (videos2caption.json, videos/metadata.jsonl)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .preprocess import build_parser as build_preprocess_parser
+
+    parser = argparse.ArgumentParser(prog="fastvideo-hf", description="Finetune Wan video models on your own videos.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    preprocess = commands.add_parser(
+        "preprocess", help="Videos + captions -> Parquet latent dataset (see --help).", add_help=False
+    )
+    preprocess.add_argument("-h", "--help", action="help", help="Show the preprocess flags.")
+    build_preprocess_parser(preprocess)
+
+    tiny = commands.add_parser("tiny-model", help="Write a tiny random diffusers-format Wan pipeline (offline).")
+    tiny.add_argument("--task", default="t2v", choices=["t2v"], help="Which pipeline to build.")
+    tiny.add_argument("--output", required=True, help="Folder to write the pipeline to.")
+    tiny.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
+    tiny.set_defaults(run=_tiny_model)
+
+    demo = commands.add_parser("demo-data", help="Write demo H.264 clips of moving shapes with captions.")
+    demo.add_argument("--output", required=True, help="Folder to write videos/ and the metadata files to.")
+    demo.add_argument("--num_videos", type=int, default=8, help="How many clips to write.")
+    demo.add_argument("--seed", type=int, default=0, help="Seed of shapes, colours and directions.")
+    demo.add_argument(
+        "--with_bad_inputs", action="store_true", help="Also list unusable inputs that preprocessing must skip."
+    )
+    demo.set_defaults(run=_demo_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "preprocess":
+        from .preprocess import main as preprocess_main
+
+        return preprocess_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

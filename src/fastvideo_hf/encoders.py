@@ -1,0 +1,73 @@
+"""The frozen encoders of preprocessing: Wan's UMT5 prompt encoder and its VAE.
+
+Both load through the normal diffusers / transformers ``from_pretrained`` path from a diffusers-format Wan
+folder or Hub id. The prompt encoder reproduces ``WanPipeline._get_t5_prompt_embeds`` step for step (same
+``prompt_clean``, same tokenizer call, attention mask passed to the encoder), so what training sees is exactly
+what inference will feed the transformer; it returns each embedding trimmed to its real token count.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+# WanPipeline.__call__ encodes prompts to this many tokens; the loader pads back to it.
+WAN_MAX_SEQUENCE_LENGTH = 512
+
+
+class WanPromptEncoder:
+    def __init__(self, tokenizer, text_encoder, max_sequence_length: int = WAN_MAX_SEQUENCE_LENGTH):
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        self.max_sequence_length = max_sequence_length
+
+    @classmethod
+    def from_pretrained(
+        cls, model: str, revision: str | None = None, device: str | torch.device = "cpu", dtype=torch.float32
+    ) -> WanPromptEncoder:
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer", revision=revision)
+        text_encoder = UMT5EncoderModel.from_pretrained(model, subfolder="text_encoder", revision=revision, dtype=dtype)
+        return cls(tokenizer, text_encoder.to(device))
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str]) -> list[torch.Tensor]:
+        """Embeddings ``[L_i, D]`` of each caption, ``L_i`` = its token count (with EOS), in the encoder dtype."""
+        inputs = self.tokenizer(
+            [prompt_clean(caption) for caption in captions],
+            padding="max_length",
+            max_length=self.max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        device = self.text_encoder.device
+        mask = inputs.attention_mask.to(device)
+        hidden = self.text_encoder(inputs.input_ids.to(device), mask).last_hidden_state
+        lengths = mask.gt(0).sum(dim=1).tolist()
+        return [embedding[:length] for embedding, length in zip(hidden, lengths)]
+
+
+class WanVaeEncoder:
+    def __init__(self, vae):
+        self.vae = vae.eval().requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(
+        cls, model: str, revision: str | None = None, device: str | torch.device = "cpu", dtype=torch.float32
+    ) -> WanVaeEncoder:
+        from diffusers import AutoencoderKLWan
+
+        return cls(AutoencoderKLWan.from_pretrained(model, subfolder="vae", revision=revision, torch_dtype=dtype).to(device))
+
+    @property
+    def config(self):
+        return self.vae.config
+
+    @torch.no_grad()
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Posterior mean ``[C, T', H', W']`` (not normalized) of pixels ``[3, T, H, W]`` in [-1, 1]."""
+        batch = pixels.unsqueeze(0).to(self.vae.device, self.vae.dtype)
+        return self.vae.encode(batch).latent_dist.mean[0]

@@ -1,0 +1,64 @@
+"""Which source frames to take, and how to fit them to the training size.
+
+Sampling works on the real presentation timestamps of the stream, never on fps values claimed by metadata: the
+frame shown at time ``t`` is the last frame whose timestamp is <= ``t``. For a constant-rate source this is
+``floor(j * source_fps / fps)``; for variable-rate sources it still picks what a viewer would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Timestamps are rounded to the stream's time base; this keeps 1/16 s from landing a hair before a frame.
+_TIME_EPSILON = 1e-4
+
+
+class ClipTooShortError(ValueError):
+    """The stream does not cover ``num_frames`` frames at the sampling fps."""
+
+
+def sample_frame_indices(frame_times: Sequence[float], fps: float, num_frames: int) -> list[int]:
+    """Indices of the frames on screen at ``0, 1/fps, ..., (num_frames - 1)/fps`` seconds.
+
+    ``frame_times`` are presentation times in seconds, ascending, in any origin (the first frame is t=0).
+    Raises ``ClipTooShortError`` when the last sampling time falls after the end of the last frame.
+    """
+    times = np.asarray(frame_times, dtype=np.float64)
+    if times.size == 0:
+        raise ClipTooShortError("the video has no frames")
+    times = times - times[0]
+    frame_duration = float(np.median(np.diff(times))) if times.size > 1 else 1.0 / fps
+    stream_end = times[-1] + frame_duration
+    needed = (num_frames - 1) / fps
+    if needed >= stream_end - _TIME_EPSILON:
+        source_fps = 1.0 / frame_duration if frame_duration > 0 else float("nan")
+        raise ClipTooShortError(
+            f"too short: {times.size} frames at {source_fps:.3g} fps last {stream_end:.3f}s, "
+            f"{num_frames} frames at {fps:g} fps need more than {needed:.3f}s"
+        )
+    targets = np.arange(num_frames, dtype=np.float64) / fps
+    indices = np.searchsorted(times, targets + _TIME_EPSILON, side="right") - 1
+    return indices.tolist()
+
+
+def resize_and_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 frames ``[T, H, W, 3]`` -> float pixels ``[3, T, height, width]`` in [-1, 1].
+
+    Resizes so the frame covers ``height x width`` (the short side relative to the target aspect), then crops
+    the centre: no stretching, no letterbox.
+    """
+    num_frames, src_h, src_w, _ = frames.shape
+    scale = max(height / src_h, width / src_w)
+    new_h, new_w = max(height, math.ceil(src_h * scale - 1e-6)), max(width, math.ceil(src_w * scale - 1e-6))
+    pixels = frames.permute(0, 3, 1, 2).float()
+    if (new_h, new_w) != (src_h, src_w):
+        pixels = F.interpolate(pixels, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    pixels = pixels[:, :, top : top + height, left : left + width]
+    pixels = (pixels / 127.5 - 1.0).clamp(-1.0, 1.0)
+    return pixels.permute(1, 0, 2, 3).contiguous()

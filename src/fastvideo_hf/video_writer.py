@@ -1,0 +1,36 @@
+"""Write frames to an H.264 mp4 with PyAV (used for demo data and validation videos)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def write_mp4(frames: np.ndarray | torch.Tensor, path: str | Path, fps: float, crf: int = 18) -> Path:
+    """Encode uint8 RGB frames ``[T, H, W, 3]`` as H.264 (yuv420p, playable everywhere) at ``fps``.
+
+    Odd sizes are padded by one pixel (yuv420p needs even width and height) by repeating the edge.
+    """
+    import av
+
+    array = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames [T, H, W, 3], got {array.dtype} {array.shape}")
+    pad_h, pad_w = array.shape[1] % 2, array.shape[2] % 2
+    if pad_h or pad_w:
+        array = np.pad(array, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = array.shape[2], array.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for image in array:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
