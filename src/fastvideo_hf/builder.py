@@ -56,7 +56,9 @@ class WanLatentsConfig(datasets.BuilderConfig):
     task: str = "t2v"
     pretrained_model_name_or_path: str | None = None
     revision: str | None = None
-    dataset_name: str | None = None  # an HF dataset (Hub id or local path); else ``data_dir`` is a merged folder
+    # An HF video dataset (Hub id or local path); else ``data_dir`` is a merged folder. (Not ``dataset_name``:
+    # ``datasets`` builders take that argument for their cache name.)
+    video_dataset: str | None = None
     dataset_config_name: str | None = None
     dataset_split: str = "train"
     video_column: str = "video"
@@ -85,7 +87,7 @@ class WanLatentsConfig(datasets.BuilderConfig):
             raise ValueError(f"--storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {self.storage_dtype!r}")
         if self.samples_per_file < 1:
             raise ValueError("--samples_per_file must be at least 1")
-        if (self.dataset_name is None) == (self.data_dir is None):
+        if (self.video_dataset is None) == (self.data_dir is None):
             raise ValueError("give exactly one input: --data_dir (merged folder) or --dataset_name (HF dataset)")
 
 
@@ -139,9 +141,9 @@ class WanLatents(datasets.GeneratorBasedBuilder):
     def source(self):
         if self._source is None:
             config = self.config
-            if config.dataset_name is not None:
+            if config.video_dataset is not None:
                 self._source = HFDatasetSource(
-                    config.dataset_name,
+                    config.video_dataset,
                     config.dataset_config_name,
                     split=config.dataset_split,
                     video_column=config.video_column,
@@ -297,7 +299,8 @@ class WanLatents(datasets.GeneratorBasedBuilder):
             if writer is not None:
                 writer.close()
         shard = progress.shard_name(index) if rows else None
-        return ChunkResult(index=index, shard=shard, rows=rows, num_bytes=num_bytes, skipped=skipped)
+        file_bytes = tmp_path.stat().st_size if rows else 0
+        return ChunkResult(index, shard, rows, num_bytes, file_bytes, skipped)
 
     def _finalize(self, progress: ShardProgress, manifest: dict[str, Any], summary: WriteSummary, repo_id) -> None:
         results = progress.results()
@@ -346,5 +349,6 @@ class WanLatents(datasets.GeneratorBasedBuilder):
             "num_skipped": len(skipped),
             "num_shards": sum(1 for result in results if result.shard),
             "num_bytes": sum(result.num_bytes for result in results),
+            "parquet_bytes": sum(result.file_bytes for result in results),
             "skipped_reasons": skip_reason_counts(skipped),
         }

@@ -1,4 +1,4 @@
-"""The ``fastvideo-hf`` command: ``preprocess``, plus ``tiny-model`` and ``demo-data`` for offline tries."""
+"""The ``fastvideo-hf`` command: ``preprocess`` and ``inspect``, plus ``tiny-model`` and ``demo-data`` for offline tries."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ def _demo_data(args: argparse.Namespace) -> int:
 
     clips = write_demo_dataset(args.output, args.num_videos, seed=args.seed, with_bad_inputs=args.with_bad_inputs)
     print(f"{len(clips)} demo videos written to {args.output} (videos2caption.json, videos/metadata.jsonl)")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .dataset_summary import format_summary, summarize_dataset
+
+    print(format_summary(summarize_dataset(args.dataset_dir)))
     return 0
 
 
@@ -48,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--with_bad_inputs", action="store_true", help="Also list unusable inputs that preprocessing must skip."
     )
     demo.set_defaults(run=_demo_data)
+
+    inspect = commands.add_parser("inspect", help="Summarize a latent dataset folder made by preprocess.")
+    inspect.add_argument("dataset_dir", help="The --output_dir of a preprocess run.")
+    inspect.set_defaults(run=_inspect)
     return parser
 
 

@@ -41,6 +41,13 @@ def render_dataset_card(metadata: dict[str, Any], skipped: list[dict[str, str]],
         tags=["fastvideo-hf", "video", "latents", "wan", metadata["task"]],
         size_categories=_size_category(metadata["num_rows"]),
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+        # datasets keys its cache of a local folder with a card on this block (not on the files), so the
+        # on-disk size here keeps two different folders of the same name from sharing one cache entry.
+        dataset_info={
+            "splits": [{"name": "train", "num_bytes": metadata["num_bytes"], "num_examples": metadata["num_rows"]}],
+            "download_size": metadata["parquet_bytes"],
+            "dataset_size": metadata["num_bytes"],
+        },
         **{CARD_METADATA_KEY: metadata},
     )
     card = DatasetCard.from_template(

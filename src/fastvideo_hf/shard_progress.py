@@ -42,7 +42,8 @@ class ChunkResult:
     index: int
     shard: str | None  # file name under data/, None when every input of the chunk was skipped
     rows: int
-    num_bytes: int
+    num_bytes: int  # Arrow bytes of the rows
+    file_bytes: int  # Parquet bytes on disk
     skipped: list[dict[str, str]]
 
 

@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny Wan pipeline, demo videos (with bad inputs) and one preprocessed dataset.
+
+Everything is built offline from tiny configs; HF_HUB_OFFLINE is set before ``datasets`` is imported.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from fastvideo_hf.demo_data import write_demo_dataset  # noqa: E402
+from fastvideo_hf.tiny_models import save_tiny_wan_pipeline  # noqa: E402
+
+from .helpers import NUM_DEMO_VIDEOS, make_builder  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return save_tiny_wan_pipeline(tmp_path_factory.mktemp("models") / "tiny-wan-t2v")
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """Six good clips plus every kind of bad input, as a merged folder and a videofolder."""
+    path = tmp_path_factory.mktemp("demo")
+    write_demo_dataset(path, num_videos=NUM_DEMO_VIDEOS, seed=0, with_bad_inputs=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def latents_dir(tmp_path_factory, tiny_model_dir, demo_dir):
+    """The demo folder preprocessed once with the Python API (3 inputs per shard)."""
+    output = tmp_path_factory.mktemp("latents") / "out"
+    summary = make_builder(tiny_model_dir, data_dir=demo_dir).write_to_folder(output)
+    assert summary.finalized
+    return output
