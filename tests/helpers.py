@@ -2,7 +2,6 @@
 
 from fastvideo_hf.builder import WanLatents
 
-
 # Small enough for a CPU, large enough that the VAE compresses time (17 frames -> 5 latent frames).
 PREPROCESS_SETTINGS = {"height": 64, "width": 96, "num_frames": 17, "fps": 16.0}
 NUM_DEMO_VIDEOS = 6

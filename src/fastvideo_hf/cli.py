@@ -1,4 +1,4 @@
-"""The ``fastvideo-hf`` command: ``preprocess`` and ``inspect``, plus ``tiny-model`` and ``demo-data`` for offline tries."""
+"""The ``fastvideo-hf`` command: ``preprocess``, ``inspect``, and ``tiny-model`` / ``demo-data`` for offline tries."""
 
 from __future__ import annotations
 

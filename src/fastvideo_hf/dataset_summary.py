@@ -36,7 +36,9 @@ def summarize_dataset(dataset_dir: str | Path) -> dict[str, Any]:
         "parquet_bytes": sum(path.stat().st_size for path in (dataset_dir / "data").glob("*.parquet")),
         "skipped": len(skipped),
         "skipped_reasons": skip_reason_counts(skipped),
-        "card": {key: value for key, value in (read_card_metadata(dataset_dir) or {}).items() if "latents_" not in key},
+        "card": {
+            key: value for key, value in (read_card_metadata(dataset_dir) or {}).items() if "latents_" not in key
+        },
     }
 
 

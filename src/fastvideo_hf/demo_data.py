@@ -8,6 +8,7 @@ layouts at once: FastVideo's merged folder (``videos2caption.json`` + ``videos/`
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from dataclasses import dataclass
@@ -58,8 +59,16 @@ def render_clip(shape: str, colour: str, background: str, direction: str, width:
     frames[:] = BACKGROUNDS[background]
     for t in range(num_frames):
         progress = t / max(1, num_frames - 1)
-        cx = width / 2 if dx == 0 else (size + progress * (width - 2 * size) if dx > 0 else width - size - progress * (width - 2 * size))
-        cy = height / 2 if dy == 0 else (size + progress * (height - 2 * size) if dy > 0 else height - size - progress * (height - 2 * size))
+        cx = (
+            width / 2
+            if dx == 0
+            else (size + progress * (width - 2 * size) if dx > 0 else width - size - progress * (width - 2 * size))
+        )
+        cy = (
+            height / 2
+            if dy == 0
+            else (size + progress * (height - 2 * size) if dy > 0 else height - size - progress * (height - 2 * size))
+        )
         if shape == "circle":
             inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= size**2
         else:
@@ -77,15 +86,18 @@ def write_demo_dataset(output_dir: str | Path, num_videos: int = 8, seed: int = 
     output_dir = Path(output_dir)
     videos_dir = output_dir / "videos"
     videos_dir.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
+    # Distinct (shape, colour, background, direction) per clip, so every caption names exactly one clip.
+    scenes = list(itertools.product(SHAPES, sorted(COLOURS), sorted(BACKGROUNDS), sorted(DIRECTIONS)))
+    random.Random(seed).shuffle(scenes)
     clips = []
     for index in range(num_videos):
         fps, width, height, seconds = FORMATS[index % len(FORMATS)]
-        shape, colour = rng.choice(SHAPES), rng.choice(sorted(COLOURS))
-        background, direction = rng.choice(sorted(BACKGROUNDS)), rng.choice(sorted(DIRECTIONS))
+        shape, colour, background, direction = scenes[index % len(scenes)]
         num_frames = int(round(fps * seconds))
         file_name = f"clip_{index:04d}.mp4"
-        write_mp4(render_clip(shape, colour, background, direction, width, height, num_frames), videos_dir / file_name, fps)
+        write_mp4(
+            render_clip(shape, colour, background, direction, width, height, num_frames), videos_dir / file_name, fps
+        )
         caption = f"A {colour} {shape} moves from {direction} over a {background} background."
         clips.append(DemoClip(file_name, caption, fps, width, height, num_frames))
 

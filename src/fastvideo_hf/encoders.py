@@ -28,7 +28,9 @@ class WanPromptEncoder:
         from transformers import AutoTokenizer, UMT5EncoderModel
 
         tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer", revision=revision)
-        text_encoder = UMT5EncoderModel.from_pretrained(model, subfolder="text_encoder", revision=revision, dtype=dtype)
+        text_encoder = UMT5EncoderModel.from_pretrained(
+            model, subfolder="text_encoder", revision=revision, dtype=dtype
+        )
         return cls(tokenizer, text_encoder.to(device))
 
     @torch.no_grad()
@@ -47,7 +49,7 @@ class WanPromptEncoder:
         mask = inputs.attention_mask.to(device)
         hidden = self.text_encoder(inputs.input_ids.to(device), mask).last_hidden_state
         lengths = mask.gt(0).sum(dim=1).tolist()
-        return [embedding[:length] for embedding, length in zip(hidden, lengths)]
+        return [embedding[:length] for embedding, length in zip(hidden, lengths, strict=True)]
 
 
 class WanVaeEncoder:
@@ -60,7 +62,9 @@ class WanVaeEncoder:
     ) -> WanVaeEncoder:
         from diffusers import AutoencoderKLWan
 
-        return cls(AutoencoderKLWan.from_pretrained(model, subfolder="vae", revision=revision, torch_dtype=dtype).to(device))
+        return cls(
+            AutoencoderKLWan.from_pretrained(model, subfolder="vae", revision=revision, torch_dtype=dtype).to(device)
+        )
 
     @property
     def config(self):

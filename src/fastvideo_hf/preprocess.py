@@ -69,7 +69,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     compute.add_argument("--vae_dtype", default="float32", choices=list(ENCODER_DTYPES), help="dtype of the VAE.")
     compute.add_argument(
-        "--video_backend", default=None, choices=["decord", "pyav"], help="Video decoder (default: decord if installed)."
+        "--video_backend",
+        default=None,
+        choices=["decord", "pyav"],
+        help="Video decoder (default: decord if installed).",
     )
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true", help="Upload the finished folder as a dataset repo.")

@@ -61,7 +61,9 @@ class ShardProgress:
         path = self.progress_dir / "manifest.json"
         if path.exists():
             previous = json.loads(path.read_text())
-            changed = {key: (previous.get(key), value) for key, value in manifest.items() if previous.get(key) != value}
+            changed = {
+                key: (previous.get(key), value) for key, value in manifest.items() if previous.get(key) != value
+            }
             if changed:
                 details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
                 raise ValueError(

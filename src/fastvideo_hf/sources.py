@@ -69,7 +69,7 @@ class MergedFolderSource:
         if not self.metadata_file.is_file():
             raise FileNotFoundError(
                 f"{self.metadata_file} not found: --data_dir must be a folder with videos2caption.json "
-                "(a JSON list of {\"path\": ..., \"cap\": ...}); for an HF dataset use --dataset_name."
+                '(a JSON list of {"path": ..., "cap": ...}); for an HF dataset use --dataset_name.'
             )
 
     def describe(self) -> str:
@@ -85,7 +85,7 @@ class MergedFolderSource:
         names = [str(entry.get("path", "")) if isinstance(entry, dict) else "" for entry in entries]
         ids = _unique_ids([name or f"entry-{index}" for index, name in enumerate(names)])
         inputs = []
-        for entry, name, item_id in zip(entries, names, ids):
+        for entry, name, item_id in zip(entries, names, ids, strict=True):
             if not name:
                 inputs.append(VideoInput(id=item_id, file_name="", problem="metadata entry has no 'path'"))
                 continue
@@ -140,7 +140,7 @@ class HFDatasetSource:
         captions = self.dataset[self.caption_column]
         paths = self._video_paths()
         inputs = []
-        for index, (caption, path) in enumerate(zip(captions, paths)):
+        for index, (caption, path) in enumerate(zip(captions, paths, strict=True)):
             file_name = os.path.basename(path) if path else f"row-{index:08d}"
             inputs.append(
                 VideoInput(

@@ -10,14 +10,13 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 import torch
 
 from .frame_sampling import ClipTooShortError, sample_frame_indices
 
-VideoSource = Union[str, bytes]
+VideoSource = str | bytes
 
 
 class VideoDecodeError(ValueError):
