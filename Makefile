@@ -20,10 +20,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	rm -rf $(DEMO_DIR)
-	$(VENV)/bin/fastvideo-hf demo-data --output $(DEMO_DIR)/videos --num_videos 12 --with_bad_inputs
+	$(VENV)/bin/fastvideo-hf demo-data --output $(DEMO_DIR)/raw --num_videos 12 --with_bad_inputs
 	$(VENV)/bin/fastvideo-hf tiny-model --task t2v --output $(DEMO_DIR)/tiny-wan-t2v
 	$(VENV)/bin/fastvideo-hf preprocess --pretrained_model_name_or_path $(DEMO_DIR)/tiny-wan-t2v \
-		--data_dir $(DEMO_DIR)/videos --output_dir $(DEMO_DIR)/latents \
+		--data_dir $(DEMO_DIR)/raw --output_dir $(DEMO_DIR)/latents \
 		--height 64 --width 96 --num_frames 17 --fps 16 --samples_per_file 4
 	$(VENV)/bin/fastvideo-hf inspect $(DEMO_DIR)/latents
 

@@ -92,6 +92,7 @@ def _first_line(error: Exception) -> str:
 def _decode_with_decord(source: VideoSource, fps: float, num_frames: int) -> DecodedClip:
     import decord
 
+    decord.logging.set_level(decord.logging.QUIET)  # our skip reason says it once, without ffmpeg's noise
     reader = decord.VideoReader(io.BytesIO(source) if isinstance(source, bytes) else source, num_threads=1)
     total = len(reader)
     if total == 0:
