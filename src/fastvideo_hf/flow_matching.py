@@ -1,0 +1,104 @@
+"""Rectified-flow training inputs and loss for Wan, as its scheduler runs them at inference.
+
+``x_t = (1 - sigma) * x0 + sigma * noise`` and the transformer predicts the velocity ``noise - x0``; the
+timestep it is given is ``sigma * 1000``, as ``WanPipeline`` passes ``scheduler.timesteps``. Sigmas are drawn
+with diffusers' SD3 densities (uniform, logit_normal, mode) and then shifted by ``flow_shift`` with the same
+formula Wan's schedulers use (``shift * s / (1 + (shift - 1) * s)``): a shift that is parsed but never applied is
+a known bug of other trainers.
+
+Every random draw of a sample (sigma, noise, caption dropout) comes from a generator seeded by (seed, optimizer
+step, micro-step, position in the global batch): the draws do not depend on the number of processes, and a
+resumed run draws exactly what the uninterrupted run drew, without restoring any RNG state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.training_utils import compute_density_for_timestep_sampling
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+@dataclass
+class FlowMatchingConfig:
+    weighting_scheme: str = "uniform"  # uniform | logit_normal | mode
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    mode_scale: float = 1.29
+    flow_shift: float = 1.0
+    caption_dropout: float = 0.0
+    min_sigma: float = 0.0  # Wan2.2 experts train on one side of the boundary: [min_sigma, max_sigma]
+    max_sigma: float = 1.0
+
+
+def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """Wan's timestep shift: larger ``shift`` moves training (and sampling) toward noisier sigmas."""
+    return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
+def sample_generators(seed: int, step: int, micro_step: int, positions: list[int]) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded by where the sample sits in training, not by who computes it."""
+    return [
+        torch.Generator().manual_seed(hash((seed, step, micro_step, position)) & 0x7FFF_FFFF_FFFF_FFFF)
+        for position in positions
+    ]
+
+
+def sample_sigmas(config: FlowMatchingConfig, generators: list[torch.Generator]) -> torch.Tensor:
+    """Shifted sigmas in ``[min_sigma, max_sigma]``, one per generator."""
+    u = torch.cat(
+        [
+            compute_density_for_timestep_sampling(
+                config.weighting_scheme,
+                batch_size=1,
+                logit_mean=config.logit_mean,
+                logit_std=config.logit_std,
+                mode_scale=config.mode_scale,
+                generator=generator,
+            )
+            for generator in generators
+        ]
+    )
+    sigmas = shift_sigmas(u.clamp(0.0, 1.0), config.flow_shift)
+    return config.min_sigma + (config.max_sigma - config.min_sigma) * sigmas
+
+
+@dataclass
+class FlowMatchingBatch:
+    noisy_latents: torch.Tensor
+    timesteps: torch.Tensor
+    target: torch.Tensor
+    sigmas: torch.Tensor
+    prompt_embeds: torch.Tensor
+
+
+def make_training_batch(
+    latents: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    config: FlowMatchingConfig,
+    generators: list[torch.Generator],
+) -> FlowMatchingBatch:
+    """Noise ``latents`` (normalized, ``[B, C, T, H, W]``) at sampled sigmas; drop captions to zero embeddings."""
+    sigmas = sample_sigmas(config, generators).to(latents.device)
+    noise = torch.stack([torch.randn(latents.shape[1:], generator=generator) for generator in generators])
+    noise = noise.to(latents.device, latents.dtype)
+    keep = torch.tensor(
+        [torch.rand(1, generator=generator).item() >= config.caption_dropout for generator in generators]
+    )
+    # A dropped caption becomes an all-zero embedding (FastVideo's choice), teaching the unconditional branch.
+    prompt_embeds = prompt_embeds * keep.to(prompt_embeds.device, prompt_embeds.dtype).view(-1, 1, 1)
+    sigma = sigmas.view(-1, 1, 1, 1, 1).to(latents.dtype)
+    return FlowMatchingBatch(
+        noisy_latents=(1.0 - sigma) * latents + sigma * noise,
+        timesteps=sigmas * NUM_TRAIN_TIMESTEPS,
+        target=noise - latents,
+        sigmas=sigmas,
+        prompt_embeds=prompt_embeds,
+    )
+
+
+def flow_matching_loss(model_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the predicted velocity, computed in float32."""
+    return torch.nn.functional.mse_loss(model_pred.float(), target.float())

@@ -1,0 +1,172 @@
+"""The parts of a Wan training run that the LoRA and the full-finetune scripts share.
+
+The scripts in ``training_scripts/`` read top to bottom like diffusers' examples and call these functions for
+each stage, so the loop itself stays visible there while every piece here is tested on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from torch.utils.data import DataLoader
+
+from .checkpointing import (
+    TrainingState,
+    checkpoint_dir,
+    load_training_state,
+    prune_checkpoints,
+    resolve_resume_checkpoint,
+    save_training_state,
+)
+from .dataset_checks import check_dataset_matches_model
+from .flow_matching import FlowMatchingConfig, flow_matching_loss, make_training_batch, sample_generators
+from .latent_dataset import (
+    LatentDataset,
+    SameShapeBatchSampler,
+    collate_latents,
+    load_latent_dataset,
+    read_dataset_card_metadata,
+)
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def create_accelerator(args: argparse.Namespace) -> Accelerator:
+    """An Accelerator whose dataloader splits *global* batches across processes (see ``latent_dataset``)."""
+    project_config = ProjectConfiguration(
+        project_dir=args.output_dir, logging_dir=str(Path(args.output_dir, args.logging_dir))
+    )
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=project_config,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
+
+
+def weight_dtype_for(accelerator: Accelerator) -> torch.dtype:
+    """dtype of frozen weights and model inputs: the mixed-precision dtype, else float32."""
+    return WEIGHT_DTYPES.get(accelerator.mixed_precision, torch.float32)
+
+
+def flow_matching_config(args: argparse.Namespace) -> FlowMatchingConfig:
+    return FlowMatchingConfig(
+        weighting_scheme=args.weighting_scheme,
+        logit_mean=args.logit_mean,
+        logit_std=args.logit_std,
+        mode_scale=args.mode_scale,
+        flow_shift=args.flow_shift,
+        caption_dropout=args.caption_dropout,
+    )
+
+
+def load_checked_latent_dataset(args: argparse.Namespace, vae_config: dict, transformer_config: dict) -> LatentDataset:
+    """The latent dataset, after checking its card against the model (refusing a mismatch)."""
+    card = read_dataset_card_metadata(args.dataset_name, args.dataset_revision)
+    problems = check_dataset_matches_model(
+        card,
+        args.pretrained_model_name_or_path,
+        vae_config,
+        transformer_config,
+        allow_mismatch=args.allow_model_mismatch,
+    )
+    for problem in problems:
+        logger.warning("dataset/model mismatch allowed by --allow_model_mismatch: %s", problem)
+    hf_dataset = load_latent_dataset(args.dataset_name, args.dataset_revision)
+    max_sequence_length = (card or {}).get("max_sequence_length", 512)
+    return LatentDataset(hf_dataset, vae_config["latents_mean"], vae_config["latents_std"], max_sequence_length)
+
+
+def create_dataloader(
+    dataset: LatentDataset, args: argparse.Namespace, num_processes: int
+) -> tuple[DataLoader, SameShapeBatchSampler]:
+    """A dataloader of global batches (``train_batch_size`` per process) of equal latent shape."""
+    batch_sampler = SameShapeBatchSampler(dataset.shapes, args.train_batch_size * num_processes, seed=args.seed)
+    dataloader = DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=collate_latents,
+        num_workers=args.dataloader_num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+    return dataloader, batch_sampler
+
+
+def training_length(args: argparse.Namespace, batches_per_epoch: int) -> tuple[int, int]:
+    """(max_train_steps, num_train_epochs), one derived from the other as diffusers' examples do."""
+    steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
+    if args.max_train_steps is None:
+        return args.num_train_epochs * steps_per_epoch, args.num_train_epochs
+    return args.max_train_steps, math.ceil(args.max_train_steps / steps_per_epoch)
+
+
+def create_optimizer(params, args: argparse.Namespace) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        params,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+
+
+@dataclass
+class StepInputs:
+    seed: int
+    global_step: int
+    micro_step: int
+
+
+def compute_loss(
+    transformer,
+    batch: dict[str, torch.Tensor],
+    config: FlowMatchingConfig,
+    where: StepInputs,
+    first_position: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Flow-matching loss of one (per-process) micro-batch; ``first_position`` is its offset in the global batch."""
+    latents = batch["latents"]
+    positions = list(range(first_position, first_position + latents.shape[0]))
+    generators = sample_generators(where.seed, where.global_step, where.micro_step, positions)
+    inputs = make_training_batch(latents, batch["prompt_embeds"], config, generators)
+    model_pred = transformer(
+        hidden_states=inputs.noisy_latents.to(dtype),
+        timestep=inputs.timesteps,
+        encoder_hidden_states=inputs.prompt_embeds.to(dtype),
+        return_dict=False,
+    )[0]
+    return flow_matching_loss(model_pred, inputs.target)
+
+
+def resume_state(accelerator: Accelerator, args: argparse.Namespace) -> TrainingState:
+    """Load the checkpoint named by ``--resume_from_checkpoint`` (if any) and return where to continue."""
+    path = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    if path is None:
+        return TrainingState()
+    logger.info("resuming from %s", path)
+    accelerator.load_state(str(path))
+    return load_training_state(path)
+
+
+def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, state: TrainingState) -> Path:
+    """``checkpoint-{step}`` with model, optimizer, scheduler, RNG and the data position; prunes old ones."""
+    path = checkpoint_dir(args.output_dir, state.global_step)
+    if accelerator.is_main_process:
+        prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        save_training_state(path, state)
+    logger.info("saved %s", path)
+    return path

@@ -1,0 +1,128 @@
+"""The command-line flags of the training scripts, named as in diffusers' examples.
+
+``train_wan_lora.py`` and ``train_wan.py`` share every flag but the LoRA ones; defining them once keeps the two
+scripts from drifting apart. Defaults follow the published Wan recipes (FastVideo's Wan2.1 examples).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def build_training_parser(description: str, lora: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    model = parser.add_argument_group("model and data")
+    model.add_argument(
+        "--pretrained_model_name_or_path",
+        required=True,
+        help="A diffusers-format Wan pipeline, local folder or Hub id (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers).",
+    )
+    model.add_argument("--revision", default=None, help="Revision of the model on the Hub.")
+    model.add_argument(
+        "--dataset_name",
+        required=True,
+        help="A latent dataset made by `fastvideo-hf preprocess`: a local folder or a Hub dataset id.",
+    )
+    model.add_argument("--dataset_revision", default=None, help="Revision of --dataset_name on the Hub.")
+    model.add_argument(
+        "--allow_model_mismatch",
+        action="store_true",
+        help="Train even if the dataset card says its latents were made for another model (not recommended).",
+    )
+    model.add_argument("--dataloader_num_workers", type=int, default=0, help="Worker processes of the dataloader.")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output_dir", required=True, help="Where checkpoints, validation videos and weights go.")
+    run.add_argument("--seed", type=int, default=42, help="Seeds data order, noise, timesteps and caption dropout.")
+    run.add_argument("--train_batch_size", type=int, default=1, help="Batch size per process.")
+    run.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per optimizer step.")
+    run.add_argument("--max_train_steps", type=int, default=None, help="Optimizer steps; overrides epochs if set.")
+    run.add_argument("--num_train_epochs", type=int, default=1, help="Epochs, when --max_train_steps is not set.")
+    run.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="Mixed precision.")
+    run.add_argument(
+        "--gradient_checkpointing", action="store_true", help="Recompute activations in backward to save memory."
+    )
+    run.add_argument("--report_to", default="tensorboard", help='"tensorboard", "wandb", "all" or "none".')
+    run.add_argument("--logging_dir", default="logs", help="Tracker logs, relative to --output_dir.")
+
+    optim = parser.add_argument_group("optimizer")
+    optim.add_argument(
+        "--learning_rate", type=float, default=1e-4 if lora else 5e-5, help="Peak learning rate (after warmup)."
+    )
+    optim.add_argument(
+        "--lr_scheduler",
+        default="constant",
+        help="constant, constant_with_warmup, linear, cosine, cosine_with_restarts or polynomial.",
+    )
+    optim.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warmup steps.")
+    optim.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
+    optim.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
+    optim.add_argument("--adam_weight_decay", type=float, default=1e-4, help="AdamW weight decay.")
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
+    optim.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm (0 disables).")
+
+    flow = parser.add_argument_group("flow matching")
+    flow.add_argument(
+        "--weighting_scheme",
+        default="uniform",
+        choices=["uniform", "logit_normal", "mode"],
+        help="How sigmas are drawn (diffusers' SD3 densities).",
+    )
+    flow.add_argument("--logit_mean", type=float, default=0.0, help="Mean of logit_normal.")
+    flow.add_argument("--logit_std", type=float, default=1.0, help="Std of logit_normal.")
+    flow.add_argument("--mode_scale", type=float, default=1.29, help="Scale of the mode density.")
+    flow.add_argument(
+        "--flow_shift", type=float, default=3.0, help="Timestep shift applied to training sigmas (Wan uses 3-5)."
+    )
+    flow.add_argument(
+        "--caption_dropout", type=float, default=0.1, help="Probability of training on a zeroed prompt embedding."
+    )
+
+    checkpoints = parser.add_argument_group("checkpoints")
+    checkpoints.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint every N steps.")
+    checkpoints.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most N checkpoints.")
+    checkpoints.add_argument(
+        "--resume_from_checkpoint", default=None, help='A checkpoint directory, or "latest" in --output_dir.'
+    )
+
+    validation = parser.add_argument_group("validation")
+    validation.add_argument("--validation_file", default=None, help="FastVideo's validation.json ({'data': [...]}).")
+    validation.add_argument("--validation_prompt", default=None, help="A prompt to validate with (if no file).")
+    validation.add_argument("--validation_steps", type=int, default=200, help="Validate every N steps.")
+    validation.add_argument("--validation_num_inference_steps", type=int, default=50, help="Sampling steps.")
+    validation.add_argument("--validation_guidance_scale", type=float, default=5.0, help="Classifier-free guidance.")
+    validation.add_argument("--validation_height", type=int, default=480, help="Height when the entry has none.")
+    validation.add_argument("--validation_width", type=int, default=832, help="Width when the entry has none.")
+    validation.add_argument("--validation_num_frames", type=int, default=81, help="Frames when the entry has none.")
+    validation.add_argument("--validation_fps", type=int, default=16, help="fps of the saved validation videos.")
+
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true", help="Upload the final weights with a model card.")
+    hub.add_argument("--hub_model_id", default=None, help="Model repo to push to (default: the output dir name).")
+    hub.add_argument("--hub_token", default=None, help="Hub token (default: your login). Not with --report_to wandb.")
+
+    if lora:
+        adapter = parser.add_argument_group("LoRA")
+        adapter.add_argument("--rank", type=int, default=32, help="LoRA rank.")
+        adapter.add_argument(
+            "--lora_alpha", type=float, default=32, help="LoRA alpha; the update is scaled by alpha/rank."
+        )
+        adapter.add_argument(
+            "--lora_target_modules",
+            default="to_q,to_k,to_v,to_out.0",
+            help="Comma-separated Linear names to adapt, in self- and cross-attention of every block.",
+        )
+    return parser
+
+
+def validate_training_args(args: argparse.Namespace) -> None:
+    """Refuse flag combinations that would fail late or leak a secret."""
+    if args.report_to in ("wandb", "all") and args.hub_token is not None:
+        raise ValueError(
+            "You cannot use both --report_to=wandb and --hub_token due to a security risk of exposing your token."
+            " Please use `hf auth login` to authenticate with the Hub."
+        )
+    if not 0.0 <= args.caption_dropout < 1.0:
+        raise ValueError("--caption_dropout must be in [0, 1)")
+    if args.flow_shift <= 0:
+        raise ValueError("--flow_shift must be positive")

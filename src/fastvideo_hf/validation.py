@@ -1,0 +1,150 @@
+"""Validation videos during training, from FastVideo's ``validation.json`` or a single prompt.
+
+Videos are generated with the stock ``WanPipeline`` around the transformer being trained (so validation shows
+what users will get), written as H.264 mp4 under ``OUT/validation/step-{N}/`` and logged to the trackers:
+wandb gets the video, tensorboard a strip of frames (its video logging needs moviepy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .video_writer import write_mp4
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationEntry:
+    caption: str
+    height: int
+    width: int
+    num_frames: int
+    num_inference_steps: int
+    image_path: str | None = None  # image-to-video conditioning, relative paths resolved against the json
+
+
+def load_validation_entries(
+    validation_file: str | None,
+    validation_prompt: str | None,
+    height: int,
+    width: int,
+    num_frames: int,
+    num_inference_steps: int,
+) -> list[ValidationEntry]:
+    """Entries of ``validation_file`` (``{"data": [{"caption", "height", ...}]}`` or a bare list), else the prompt.
+
+    Missing per-entry values fall back to the flags; paths are relative to the json's folder, as in FastVideo.
+    """
+    defaults = {"height": height, "width": width, "num_frames": num_frames, "num_inference_steps": num_inference_steps}
+    if validation_file is None:
+        return [ValidationEntry(caption=validation_prompt, **defaults)] if validation_prompt else []
+    path = Path(validation_file)
+    content: Any = json.loads(path.read_text())
+    items = content.get("data", []) if isinstance(content, dict) else content
+    entries = []
+    for item in items:
+        caption = item.get("caption") or item.get("prompt")
+        if not caption:
+            raise ValueError(f"{validation_file}: every entry needs a caption, got {item}")
+        image_path = item.get("image_path")
+        entries.append(
+            ValidationEntry(
+                caption=caption,
+                height=int(item.get("height") or height),
+                width=int(item.get("width") or width),
+                num_frames=int(item.get("num_frames") or num_frames),
+                num_inference_steps=int(item.get("num_inference_steps") or num_inference_steps),
+                image_path=str(path.parent / image_path) if image_path else None,
+            )
+        )
+    return entries
+
+
+def generate_validation_videos(
+    pipeline,
+    entries: list[ValidationEntry],
+    output_dir: str | Path,
+    guidance_scale: float,
+    fps: int,
+    seed: int,
+) -> list[tuple[ValidationEntry, Path, np.ndarray]]:
+    """Generate one video per entry with a fixed seed; returns (entry, mp4 path, uint8 frames [T, H, W, 3])."""
+    output_dir = Path(output_dir)
+    results = []
+    for index, entry in enumerate(entries):
+        generator = torch.Generator(device="cpu").manual_seed(seed + index)
+        with torch.no_grad():
+            frames = pipeline(
+                prompt=entry.caption,
+                height=entry.height,
+                width=entry.width,
+                num_frames=entry.num_frames,
+                num_inference_steps=entry.num_inference_steps,
+                guidance_scale=guidance_scale,
+                generator=generator,
+                output_type="np",
+            ).frames[0]
+        frames = (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+        path = write_mp4(frames, output_dir / f"video_{index}.mp4", fps=fps)
+        results.append((entry, path, frames))
+    return results
+
+
+def log_validation_videos(accelerator, results, step: int, fps: int) -> None:
+    """Send the videos to every tracker that can show them."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            for index, (entry, _, frames) in enumerate(results):
+                picks = np.linspace(0, len(frames) - 1, num=min(4, len(frames))).round().astype(int)
+                strip = np.concatenate([frames[i] for i in picks], axis=1)
+                tracker.writer.add_image(f"validation/{index}: {entry.caption[:60]}", strip, step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            videos = [
+                wandb.Video(frames.transpose(0, 3, 1, 2), caption=entry.caption, fps=fps, format="mp4")
+                for entry, _, frames in results
+            ]
+            tracker.log({"validation": videos}, step=step)
+
+
+def run_validation(accelerator, args, transformer, step: int, dtype: torch.dtype) -> list[Path]:
+    """Generate and log the validation videos of ``step`` with ``WanPipeline`` around ``transformer``."""
+    from diffusers import WanPipeline
+
+    entries = load_validation_entries(
+        args.validation_file,
+        args.validation_prompt,
+        args.validation_height,
+        args.validation_width,
+        args.validation_num_frames,
+        args.validation_num_inference_steps,
+    )
+    if not entries:
+        return []
+    pipeline = WanPipeline.from_pretrained(
+        args.pretrained_model_name_or_path,
+        transformer=accelerator.unwrap_model(transformer),
+        revision=args.revision,
+        torch_dtype=dtype,
+    ).to(accelerator.device)
+    pipeline.set_progress_bar_config(disable=True)
+    was_training = transformer.training
+    transformer.eval()
+    output_dir = Path(args.output_dir) / "validation" / f"step-{step}"
+    results = generate_validation_videos(
+        pipeline, entries, output_dir, args.validation_guidance_scale, args.validation_fps, args.seed
+    )
+    transformer.train(was_training)
+    log_validation_videos(accelerator, results, step, args.validation_fps)
+    logger.info("validation videos of step %d in %s", step, output_dir)
+    del pipeline
+    return [path for _, path, _ in results]

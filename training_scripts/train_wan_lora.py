@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""LoRA finetuning of a Wan2.1 / Wan2.2 text-to-video transformer on a precomputed latent dataset.
+
+    accelerate launch training_scripts/train_wan_lora.py \
+      --pretrained_model_name_or_path Wan-AI/Wan2.1-T2V-1.3B-Diffusers \
+      --dataset_name user/my-latents --output_dir wan-lora --max_train_steps 2000
+
+Latents and prompt embeddings come from `fastvideo-hf preprocess`, so only the transformer is in memory.
+Outputs: OUT/pytorch_lora_weights.safetensors (`WanPipeline.load_lora_weights(OUT)`),
+OUT/pytorch_lora_weights_comfy.safetensors (ComfyUI), OUT/checkpoint-N/ (resumable), OUT/validation/.
+"""
+
+import logging
+
+import torch
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import cast_training_params
+from peft import LoraConfig
+from tqdm.auto import tqdm
+
+from fastvideo_hf.checkpoint_hooks import register_lora_hooks
+from fastvideo_hf.checkpointing import TrainingState
+from fastvideo_hf.hub import push_training_output
+from fastvideo_hf.lora_formats import save_wan_lora
+from fastvideo_hf.training import (
+    StepInputs,
+    compute_loss,
+    create_accelerator,
+    create_dataloader,
+    create_optimizer,
+    flow_matching_config,
+    load_checked_latent_dataset,
+    resume_state,
+    save_checkpoint,
+    training_length,
+    weight_dtype_for,
+)
+from fastvideo_hf.training_args import build_training_parser, validate_training_args
+from fastvideo_hf.validation import run_validation
+
+logger = get_logger(__name__)
+
+
+def parse_args(argv=None):
+    parser = build_training_parser(__doc__.split("\n")[0], lora=True)
+    args = parser.parse_args(argv)
+    validate_training_args(args)
+    return args
+
+
+def main(args):
+    accelerator = create_accelerator(args)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    set_seed(args.seed)  # identical LoRA initialisation on every process
+    if accelerator.is_main_process:
+        accelerator.init_trackers("wan-lora", config={k: v for k, v in vars(args).items() if v is not None})
+
+    # The transformer is the only model in memory; the VAE config gives the latent normalization.
+    model, revision = args.pretrained_model_name_or_path, args.revision
+    transformer = WanTransformer3DModel.from_pretrained(model, subfolder="transformer", revision=revision)
+    vae_config = AutoencoderKLWan.load_config(model, subfolder="vae", revision=revision)
+    weight_dtype = weight_dtype_for(accelerator)
+    transformer.requires_grad_(False)
+    transformer.to(accelerator.device, dtype=weight_dtype)
+
+    transformer.add_adapter(
+        LoraConfig(
+            r=args.rank,
+            lora_alpha=args.lora_alpha,
+            init_lora_weights=True,
+            target_modules=[name.strip() for name in args.lora_target_modules.split(",")],
+        )
+    )
+    cast_training_params(transformer, dtype=torch.float32)  # LoRA weights train in fp32 under any mixed precision
+    if args.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    register_lora_hooks(accelerator)
+
+    lora_parameters = [param for param in transformer.parameters() if param.requires_grad]
+    optimizer = create_optimizer(lora_parameters, args)
+    dataset = load_checked_latent_dataset(args, vae_config, transformer.config)
+    dataloader, batch_sampler = create_dataloader(dataset, args, accelerator.num_processes)
+    max_train_steps, num_train_epochs = training_length(args, len(batch_sampler))
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    transformer, optimizer, dataloader, lr_scheduler = accelerator.prepare(
+        transformer, optimizer, dataloader, lr_scheduler
+    )
+
+    state = resume_state(accelerator, args)
+    flow_config = flow_matching_config(args)
+    logger.info(
+        f"{len(dataset)} clips, {len(batch_sampler)} global batches of {args.train_batch_size} x "
+        f"{accelerator.num_processes} per epoch; {max_train_steps} steps from step {state.global_step}"
+    )
+    progress = tqdm(
+        total=max_train_steps, initial=state.global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
+    micro_step, videos = 0, []
+    for epoch in range(state.epoch, num_train_epochs):
+        transformer.train()
+        batch_sampler.set_epoch(epoch)
+        skip = state.batches_in_epoch if epoch == state.epoch else 0
+        batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+        for batches_done, batch in enumerate(batches, start=skip + 1):
+            with accelerator.accumulate(transformer):
+                where = StepInputs(args.seed, state.global_step, micro_step)
+                first = accelerator.process_index * args.train_batch_size
+                loss = compute_loss(transformer, batch, flow_config, where, first, weight_dtype)
+                accelerator.backward(loss)
+                grad_norm = None
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(lora_parameters, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            micro_step += 1
+            if not accelerator.sync_gradients:
+                continue
+            micro_step = 0
+            state = TrainingState(state.global_step + 1, epoch, batches_done)
+            if batches_done == len(dataloader):
+                state = TrainingState(state.global_step, epoch + 1, 0)
+            progress.update(1)
+            logs = {"loss": accelerator.reduce(loss.detach(), "mean").item(), "lr": lr_scheduler.get_last_lr()[0]}
+            if grad_norm is not None:
+                logs["grad_norm"] = float(grad_norm)
+            logs["steps_per_s"] = progress.format_dict["rate"] or 0.0
+            progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+            accelerator.log(logs, step=state.global_step)
+
+            if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
+                save_checkpoint(accelerator, args, state)
+            if accelerator.is_main_process and state.global_step % args.validation_steps == 0:
+                videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
+            if state.global_step >= max_train_steps:
+                break
+        if state.global_step >= max_train_steps:
+            break
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        transformer = accelerator.unwrap_model(transformer)
+        save_wan_lora(args.output_dir, transformer)
+        if state.global_step % args.validation_steps:
+            videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
+        if args.push_to_hub:
+            recipe = {key: getattr(args, key) for key in ("rank", "lora_alpha", "learning_rate", "flow_shift")}
+            push_training_output(args, lora=True, recipe=recipe, steps=state.global_step, videos=videos)
+    accelerator.end_training()
+    logger.info(f"done after {state.global_step} steps: LoRA in {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main(parse_args())
