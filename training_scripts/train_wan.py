@@ -95,6 +95,7 @@ def main(args):
     micro_step, videos = 0, []
     for epoch in range(state.epoch, num_train_epochs):
         transformer.train()
+        dataloader.set_epoch(epoch)  # Accelerate's own epoch counter, also used by skip_first_batches
         batch_sampler.set_epoch(epoch)
         skip = state.batches_in_epoch if epoch == state.epoch else 0
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader

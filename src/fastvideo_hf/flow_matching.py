@@ -89,14 +89,16 @@ def make_training_batch(
     )
     # A dropped caption becomes an all-zero embedding (FastVideo's choice), teaching the unconditional branch.
     prompt_embeds = prompt_embeds * keep.to(prompt_embeds.device, prompt_embeds.dtype).view(-1, 1, 1)
+    noisy_latents, timesteps, target = interpolate(latents, noise, sigmas)
+    return FlowMatchingBatch(noisy_latents, timesteps, target, sigmas, prompt_embeds)
+
+
+def interpolate(
+    latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_t, timesteps, velocity target)`` for clean ``latents``, ``noise`` and per-sample ``sigmas``."""
     sigma = sigmas.view(-1, 1, 1, 1, 1).to(latents.dtype)
-    return FlowMatchingBatch(
-        noisy_latents=(1.0 - sigma) * latents + sigma * noise,
-        timesteps=sigmas * NUM_TRAIN_TIMESTEPS,
-        target=noise - latents,
-        sigmas=sigmas,
-        prompt_embeds=prompt_embeds,
-    )
+    return (1.0 - sigma) * latents + sigma * noise, sigmas * NUM_TRAIN_TIMESTEPS, noise - latents
 
 
 def flow_matching_loss(model_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -51,10 +51,23 @@ def push_training_output(args, lora: bool, recipe: dict, steps: int, videos: lis
     from .model_card import write_model_card
 
     repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
-    recipe = {**recipe, "steps": steps, "train_batch_size": args.train_batch_size, "mixed_precision": args.mixed_precision}
+    recipe = {
+        **recipe,
+        "steps": steps,
+        "train_batch_size": args.train_batch_size,
+        "mixed_precision": args.mixed_precision,
+    }
     video = videos[0].relative_to(args.output_dir).as_posix() if videos else None
     prompt = args.validation_prompt
     write_model_card(
-        args.output_dir, repo_id, args.pretrained_model_name_or_path, args.dataset_name, lora, recipe, video, prompt, steps
+        args.output_dir,
+        repo_id,
+        args.pretrained_model_name_or_path,
+        args.dataset_name,
+        lora,
+        recipe,
+        video,
+        prompt,
+        steps,
     )
     return push_model_folder(args.output_dir, repo_id, token=args.hub_token)

@@ -26,7 +26,13 @@ from .checkpointing import (
     save_training_state,
 )
 from .dataset_checks import check_dataset_matches_model
-from .flow_matching import FlowMatchingConfig, flow_matching_loss, make_training_batch, sample_generators
+from .flow_matching import (
+    FlowMatchingConfig,
+    flow_matching_loss,
+    interpolate,
+    make_training_batch,
+    sample_generators,
+)
 from .latent_dataset import (
     LatentDataset,
     SameShapeBatchSampler,
@@ -41,7 +47,11 @@ WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def create_accelerator(args: argparse.Namespace) -> Accelerator:
-    """An Accelerator whose dataloader splits *global* batches across processes (see ``latent_dataset``)."""
+    """An Accelerator whose dataloader splits *global* batches across processes (see ``latent_dataset``).
+
+    On a machine without an accelerator it is told so explicitly: only then does Accelerate treat
+    ``torchrun`` processes as one MULTI_CPU (gloo) job instead of N independent runs.
+    """
     project_config = ProjectConfiguration(
         project_dir=args.output_dir, logging_dir=str(Path(args.output_dir, args.logging_dir))
     )
@@ -51,6 +61,7 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=project_config,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        cpu=not torch.accelerator.is_available(),
     )
 
 
@@ -170,3 +181,35 @@ def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, state: T
         save_training_state(path, state)
     logger.info("saved %s", path)
     return path
+
+
+@torch.no_grad()
+def held_out_loss(
+    transformer, dataset: LatentDataset, sigmas: list[float], seed: int = 0, dtype=torch.float32
+) -> float:
+    """Mean flow-matching loss over every row of ``dataset`` at fixed ``sigmas`` and fixed noise.
+
+    Training draws random sigmas and noise; this fixes both (and never drops captions), so two evaluations
+    of the same weights give the same number and a drop means the model learned, not luck.
+    """
+    was_training = transformer.training
+    transformer.eval()
+    device = next(transformer.parameters()).device
+    total, count = 0.0, 0
+    for index in range(len(dataset)):
+        row = collate_latents([dataset[index]])
+        latents, prompt_embeds = row["latents"].to(device), row["prompt_embeds"].to(device)
+        for sigma_index, sigma in enumerate(sigmas):
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + index * 1_009 + sigma_index)
+            noise = torch.randn(latents.shape, generator=generator).to(device)
+            noisy, timesteps, target = interpolate(latents, noise, torch.full((1,), sigma, device=device))
+            pred = transformer(
+                hidden_states=noisy.to(dtype),
+                timestep=timesteps,
+                encoder_hidden_states=prompt_embeds.to(dtype),
+                return_dict=False,
+            )[0]
+            total += flow_matching_loss(pred, target).item()
+            count += 1
+    transformer.train(was_training)
+    return total / count
