@@ -12,8 +12,8 @@ from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
 from peft import LoraConfig
 from safetensors.torch import load_file
 
-from fastvideo_hf.dataset_checks import DatasetModelMismatchError, check_dataset_matches_model
 from fastvideo_hf.dataset_card import read_card_metadata
+from fastvideo_hf.dataset_checks import DatasetModelMismatchError, check_dataset_matches_model
 from fastvideo_hf.flow_matching import FlowMatchingConfig, shift_sigmas
 from fastvideo_hf.latent_dataset import LatentDataset, SameShapeBatchSampler, collate_latents, load_latent_dataset
 from fastvideo_hf.training import StepInputs, compute_loss, held_out_loss
