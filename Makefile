@@ -18,14 +18,31 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The main job end to end on the tiny model: data -> latents -> LoRA and full finetune -> video + loss curve.
+DEMO_MODEL := $(DEMO_DIR)/tiny-wan-t2v
+DEMO_TRAIN_FLAGS := --pretrained_model_name_or_path $(DEMO_MODEL) --dataset_name $(DEMO_DIR)/latents \
+	--max_train_steps 80 --train_batch_size 2 --checkpointing_steps 40 --validation_steps 40 \
+	--validation_prompt "A red circle moves from left to right over a black background." \
+	--validation_height 64 --validation_width 96 --validation_num_frames 17 --validation_num_inference_steps 8 \
+	--caption_dropout 0.1 --seed 0
+ACCELERATE := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+
 demo: setup
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/fastvideo-hf demo-data --output $(DEMO_DIR)/raw --num_videos 12 --with_bad_inputs
-	$(VENV)/bin/fastvideo-hf tiny-model --task t2v --output $(DEMO_DIR)/tiny-wan-t2v
-	$(VENV)/bin/fastvideo-hf preprocess --pretrained_model_name_or_path $(DEMO_DIR)/tiny-wan-t2v \
+	$(VENV)/bin/fastvideo-hf tiny-model --task t2v --output $(DEMO_MODEL)
+	$(VENV)/bin/fastvideo-hf preprocess --pretrained_model_name_or_path $(DEMO_MODEL) \
 		--data_dir $(DEMO_DIR)/raw --output_dir $(DEMO_DIR)/latents \
 		--height 64 --width 96 --num_frames 17 --fps 16 --samples_per_file 4
 	$(VENV)/bin/fastvideo-hf inspect $(DEMO_DIR)/latents
+	$(ACCELERATE) training_scripts/train_wan_lora.py $(DEMO_TRAIN_FLAGS) \
+		--output_dir $(DEMO_DIR)/lora --learning_rate 2e-3 --rank 16 --lora_alpha 16
+	$(ACCELERATE) training_scripts/train_wan.py $(DEMO_TRAIN_FLAGS) --output_dir $(DEMO_DIR)/full --learning_rate 1e-3
+	$(VENV)/bin/fastvideo-hf generate --pretrained_model_name_or_path $(DEMO_MODEL) --lora $(DEMO_DIR)/lora \
+		--prompt "A red circle moves from left to right over a black background." \
+		--height 64 --width 96 --num_frames 17 --num_inference_steps 8 --output $(DEMO_DIR)/lora_video.mp4
+	$(VENV)/bin/fastvideo-hf plot-loss lora=$(DEMO_DIR)/lora/logs full=$(DEMO_DIR)/full/logs \
+		--output $(DEMO_DIR)/loss_curve.png
 
 test: setup
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=10 tests

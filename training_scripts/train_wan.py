@@ -15,7 +15,7 @@ import logging
 
 import torch
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
@@ -63,7 +63,9 @@ def main(args):
     vae_config = AutoencoderKLWan.load_config(model, subfolder="vae", revision=revision)
     weight_dtype = weight_dtype_for(accelerator)
     transformer.requires_grad_(True)
-    transformer.to(accelerator.device, dtype=torch.float32)  # master weights; autocast computes in weight_dtype
+    transformer.to(dtype=torch.float32)  # master weights; autocast computes in weight_dtype
+    if accelerator.distributed_type != DistributedType.FSDP:
+        transformer.to(accelerator.device)  # FSDP moves each shard itself: no full copy on every GPU
     if args.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     register_full_finetune_hooks(accelerator)
@@ -128,7 +130,7 @@ def main(args):
 
             if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
                 save_checkpoint(accelerator, args, state)
-            if accelerator.is_main_process and state.global_step % args.validation_steps == 0:
+            if state.global_step % args.validation_steps == 0:
                 videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
             if state.global_step >= max_train_steps:
                 break
@@ -139,8 +141,9 @@ def main(args):
     state_dict = accelerator.get_state_dict(transformer)  # gathers FSDP / DeepSpeed shards on every process
     if accelerator.is_main_process:
         accelerator.unwrap_model(transformer).save_pretrained(f"{args.output_dir}/transformer", state_dict=state_dict)
-        if state.global_step % args.validation_steps:
-            videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
+    if state.global_step % args.validation_steps:
+        videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
+    if accelerator.is_main_process:
         if args.push_to_hub:
             recipe = {key: getattr(args, key) for key in ("learning_rate", "adam_weight_decay", "flow_shift")}
             push_training_output(args, lora=False, recipe=recipe, steps=state.global_step, videos=videos)

@@ -140,7 +140,7 @@ def main(args):
 
             if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
                 save_checkpoint(accelerator, args, state)
-            if accelerator.is_main_process and state.global_step % args.validation_steps == 0:
+            if state.global_step % args.validation_steps == 0:
                 videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
             if state.global_step >= max_train_steps:
                 break
@@ -149,10 +149,10 @@ def main(args):
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        transformer = accelerator.unwrap_model(transformer)
-        save_wan_lora(args.output_dir, transformer)
-        if state.global_step % args.validation_steps:
-            videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
+        save_wan_lora(args.output_dir, accelerator.unwrap_model(transformer))
+    if state.global_step % args.validation_steps:
+        videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
+    if accelerator.is_main_process:
         if args.push_to_hub:
             recipe = {key: getattr(args, key) for key in ("rank", "lora_alpha", "learning_rate", "flow_shift")}
             push_training_output(args, lora=True, recipe=recipe, steps=state.global_step, videos=videos)

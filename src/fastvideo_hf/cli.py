@@ -1,4 +1,4 @@
-"""The ``fastvideo-hf`` command: ``preprocess``, ``inspect``, and ``tiny-model`` / ``demo-data`` for offline tries."""
+"""The `fastvideo-hf` command: preprocess, inspect, generate, plot-loss, tiny-model and demo-data."""
 
 from __future__ import annotations
 
@@ -26,6 +26,23 @@ def _inspect(args: argparse.Namespace) -> int:
     from .dataset_summary import format_summary, summarize_dataset
 
     print(format_summary(summarize_dataset(args.dataset_dir)))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .inference import generate
+
+    print(f"video written to {generate(args)}")
+    return 0
+
+
+def _plot_loss(args: argparse.Namespace) -> int:
+    from .loss_curve import plot_loss_curves
+
+    runs = dict(run.split("=", 1) if "=" in run else (run, run) for run in args.runs)
+    for name, (first, last) in plot_loss_curves(runs, args.output, args.window).items():
+        print(f"{name}: loss {first:.4f} (first {args.window} steps) -> {last:.4f} (last {args.window} steps)")
+    print(f"loss curve written to {args.output}")
     return 0
 
 
@@ -59,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="Summarize a latent dataset folder made by preprocess.")
     inspect.add_argument("dataset_dir", help="The --output_dir of a preprocess run.")
     inspect.set_defaults(run=_inspect)
+
+    from .inference import build_parser as build_generate_parser
+
+    generate = commands.add_parser(
+        "generate", help="Generate a video with a base Wan model plus a LoRA or transformer."
+    )
+    build_generate_parser(generate).set_defaults(run=_generate)
+
+    plot = commands.add_parser("plot-loss", help="Plot training loss curves from tensorboard logs.")
+    plot.add_argument("runs", nargs="+", help="Log folders (OUT/logs), optionally as name=folder.")
+    plot.add_argument("--output", required=True, help="PNG file to write.")
+    plot.add_argument("--window", type=int, default=10, help="Steps of the moving average.")
+    plot.set_defaults(run=_plot_loss)
     return parser
 
 

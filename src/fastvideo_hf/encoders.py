@@ -49,7 +49,8 @@ class WanPromptEncoder:
         mask = inputs.attention_mask.to(device)
         hidden = self.text_encoder(inputs.input_ids.to(device), mask).last_hidden_state
         lengths = mask.gt(0).sum(dim=1).tolist()
-        return [embedding[:length] for embedding, length in zip(hidden, lengths, strict=True)]
+        # clone: a view would keep the whole padded [512, D] buffer alive with the row
+        return [embedding[:length].clone() for embedding, length in zip(hidden, lengths, strict=True)]
 
 
 class WanVaeEncoder:

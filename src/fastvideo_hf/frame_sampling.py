@@ -46,19 +46,22 @@ def sample_frame_indices(frame_times: Sequence[float], fps: float, num_frames: i
     return indices.tolist()
 
 
-def resize_and_center_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def resize_and_center_crop(frames: torch.Tensor, height: int, width: int, chunk_size: int = 8) -> torch.Tensor:
     """uint8 frames ``[T, H, W, 3]`` -> float pixels ``[3, T, height, width]`` in [-1, 1].
 
     Resizes so the frame covers ``height x width`` (the short side relative to the target aspect), then crops
-    the centre: no stretching, no letterbox.
+    the centre: no stretching, no letterbox. Frames are converted to float ``chunk_size`` at a time, so a long
+    1080p clip never exists as one float tensor at source resolution.
     """
     num_frames, src_h, src_w, _ = frames.shape
     scale = max(height / src_h, width / src_w)
     new_h, new_w = max(height, math.ceil(src_h * scale - 1e-6)), max(width, math.ceil(src_w * scale - 1e-6))
-    pixels = frames.permute(0, 3, 1, 2).float()
-    if (new_h, new_w) != (src_h, src_w):
-        pixels = F.interpolate(pixels, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
     top, left = (new_h - height) // 2, (new_w - width) // 2
-    pixels = pixels[:, :, top : top + height, left : left + width]
-    pixels = (pixels / 127.5 - 1.0).clamp(-1.0, 1.0)
-    return pixels.permute(1, 0, 2, 3).contiguous()
+    pixels = torch.empty(3, num_frames, height, width)
+    for start in range(0, num_frames, chunk_size):
+        chunk = frames[start : start + chunk_size].permute(0, 3, 1, 2).float()
+        if (new_h, new_w) != (src_h, src_w):
+            chunk = F.interpolate(chunk, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        chunk = chunk[:, :, top : top + height, left : left + width]
+        pixels[:, start : start + chunk_size] = (chunk / 127.5 - 1.0).clamp(-1.0, 1.0).permute(1, 0, 2, 3)
+    return pixels

@@ -10,11 +10,12 @@ import argparse
 import logging
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration
 from torch.utils.data import DataLoader
 
 from .checkpointing import (
@@ -55,14 +56,20 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
     project_config = ProjectConfiguration(
         project_dir=args.output_dir, logging_dir=str(Path(args.output_dir, args.logging_dir))
     )
-    return Accelerator(
+    accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=project_config,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # Validation runs on the main process while the others wait: give it more than NCCL's 10 minutes.
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=args.process_group_timeout))],
         cpu=not torch.accelerator.is_available(),
     )
+    if accelerator.state.deepspeed_plugin is not None:
+        # Our batch sampler hides the batch size from Accelerate, which DeepSpeed needs.
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = args.train_batch_size
+    return accelerator
 
 
 def weight_dtype_for(accelerator: Accelerator) -> torch.dtype:

@@ -42,6 +42,12 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
     run.add_argument(
         "--gradient_checkpointing", action="store_true", help="Recompute activations in backward to save memory."
     )
+    run.add_argument(
+        "--process_group_timeout",
+        type=int,
+        default=7200,
+        help="Seconds a process waits for the others (validation on one process can take long at full size).",
+    )
     run.add_argument("--report_to", default="tensorboard", help='"tensorboard", "wandb", "all" or "none".')
     run.add_argument("--logging_dir", default="logs", help="Tracker logs, relative to --output_dir.")
 

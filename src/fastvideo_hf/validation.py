@@ -75,8 +75,12 @@ def generate_validation_videos(
     guidance_scale: float,
     fps: int,
     seed: int,
+    write: bool = True,
 ) -> list[tuple[ValidationEntry, Path, np.ndarray]]:
-    """Generate one video per entry with a fixed seed; returns (entry, mp4 path, uint8 frames [T, H, W, 3])."""
+    """Generate one video per entry with a fixed seed; returns (entry, mp4 path, uint8 frames [T, H, W, 3]).
+
+    With ``write=False`` (non-main processes of a sharded run) the videos are generated but not saved.
+    """
     output_dir = Path(output_dir)
     results = []
     for index, entry in enumerate(entries):
@@ -93,7 +97,9 @@ def generate_validation_videos(
                 output_type="np",
             ).frames[0]
         frames = (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
-        path = write_mp4(frames, output_dir / f"video_{index}.mp4", fps=fps)
+        path = output_dir / f"video_{index}.mp4"
+        if write:
+            write_mp4(frames, path, fps=fps)
         results.append((entry, path, frames))
     return results
 
@@ -117,8 +123,17 @@ def log_validation_videos(accelerator, results, step: int, fps: int) -> None:
 
 
 def run_validation(accelerator, args, transformer, step: int, dtype: torch.dtype) -> list[Path]:
-    """Generate and log the validation videos of ``step`` with ``WanPipeline`` around ``transformer``."""
+    """Generate and log the validation videos of ``step`` with ``WanPipeline`` around ``transformer``.
+
+    Call it on every process. It runs on the main process only, except with FSDP / DeepSpeed, where the
+    sharded transformer's forward needs every process (they generate together; only the main one writes).
+    """
     from diffusers import WanPipeline
+
+    from .checkpoint_hooks import SHARDED_TYPES
+
+    if not (accelerator.is_main_process or accelerator.distributed_type in SHARDED_TYPES):
+        return []
 
     entries = load_validation_entries(
         args.validation_file,
@@ -141,9 +156,17 @@ def run_validation(accelerator, args, transformer, step: int, dtype: torch.dtype
     transformer.eval()
     output_dir = Path(args.output_dir) / "validation" / f"step-{step}"
     results = generate_validation_videos(
-        pipeline, entries, output_dir, args.validation_guidance_scale, args.validation_fps, args.seed
+        pipeline,
+        entries,
+        output_dir,
+        args.validation_guidance_scale,
+        args.validation_fps,
+        args.seed,
+        write=accelerator.is_main_process,
     )
     transformer.train(was_training)
+    if not accelerator.is_main_process:
+        return []
     log_validation_videos(accelerator, results, step, args.validation_fps)
     logger.info("validation videos of step %d in %s", step, output_dir)
     del pipeline
