@@ -50,27 +50,30 @@ def available_backends() -> list[str]:
     return backends
 
 
-def default_backend() -> str:
-    backends = available_backends()
+def decode_clip(source: VideoSource, fps: float, num_frames: int, backend: str | None = None) -> DecodedClip:
+    """Decode ``num_frames`` frames sampled at ``fps`` from the start of ``source`` (a path or the file's bytes).
+
+    With no ``backend`` given, decord is tried first and PyAV gets a second chance at files decord cannot read
+    (decord fails on some valid files, e.g. some small frame sizes); a file is unusable only if both fail.
+    """
+    _check_source(source)
+    backends = [backend] if backend else available_backends()
     if not backends:
         raise ImportError("No video decoder found: `pip install decord` (x86_64) or `pip install av`.")
-    return backends[0]
-
-
-def decode_clip(source: VideoSource, fps: float, num_frames: int, backend: str | None = None) -> DecodedClip:
-    """Decode ``num_frames`` frames sampled at ``fps`` from the start of ``source`` (a path or the file's bytes)."""
-    _check_source(source)
-    backend = backend or default_backend()
-    try:
-        if backend == "decord":
-            return _decode_with_decord(source, fps, num_frames)
-        if backend == "pyav":
-            return _decode_with_pyav(source, fps, num_frames)
-    except (VideoDecodeError, ClipTooShortError):
-        raise
-    except Exception as error:  # decoders raise many types for broken files; all mean "unusable input"
-        raise VideoDecodeError(f"cannot decode video ({type(error).__name__}: {_first_line(error)})") from error
-    raise ValueError(f"unknown video backend {backend!r}; choose from {available_backends()}")
+    unknown = set(backends) - set(_DECODERS)
+    if unknown:
+        raise ValueError(f"unknown video backend {unknown.pop()!r}; choose from {sorted(_DECODERS)}")
+    errors = []
+    for name in backends:
+        try:
+            return _DECODERS[name](source, fps, num_frames)
+        except ClipTooShortError:
+            raise  # the stream's timestamps decided it: another decoder reads the same timestamps
+        except VideoDecodeError as error:
+            errors.append(str(error))
+        except Exception as error:  # decoders raise many types for broken files; all mean "unusable input"
+            errors.append(f"cannot decode video ({type(error).__name__}: {_first_line(error)})")
+    raise VideoDecodeError(errors[-1])  # the last decoder's reason (PyAV's messages are the clearer ones)
 
 
 def _check_source(source: VideoSource) -> None:
@@ -153,3 +156,6 @@ def _measured_fps(frame_times: np.ndarray) -> float:
     if len(frame_times) < 2:
         return 0.0
     return float(1.0 / np.median(np.diff(np.sort(frame_times))))
+
+
+_DECODERS = {"decord": _decode_with_decord, "pyav": _decode_with_pyav}
