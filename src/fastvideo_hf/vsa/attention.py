@@ -1,0 +1,181 @@
+"""VSA attention over a tiled token grid, behind one function with three backends.
+
+``vsa_attention(q, k, v, gate, layout, sparsity)``:
+
+1. coarse stage: q, k, v mean-pooled per tile over its real tokens; tile-level attention gives ``out_c``
+   (broadcast to the tile's tokens) and tile scores;
+2. selection: per query tile and head, the ``k = max(1, ceil((1 - sparsity) * num_tiles))`` best key tiles;
+3. fine stage: block-sparse attention of each query tile over the tokens of its selected key tiles, padded
+   key tokens masked;
+4. ``out = out_c * gate + out_fine``.
+
+Backends: ``torch`` (plain PyTorch with autograd: the reference, runs anywhere, CPU training), ``flex``
+(FlexAttention with a BlockMask built straight from the top-k tile indices; GPU forward and backward, CPU
+forward), ``kernel`` (FastVideo's ``fastvideo_kernel`` package, imported lazily, GPU only). ``auto`` picks the
+kernel on a GPU that has it, else flex, except for CPU training (flex has no CPU backward) where it picks torch.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from .tiling import TILE_TOKENS, TileLayout, tile_tokens, untile_tokens
+
+BACKENDS = ("auto", "torch", "flex", "kernel")
+
+
+def num_selected_tiles(num_tiles: int, sparsity: float) -> int:
+    """Key tiles kept per query tile: ``max(1, ceil((1 - sparsity) * num_tiles))``."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"VSA sparsity must be in [0, 1), got {sparsity}")
+    return max(1, min(num_tiles, math.ceil((1.0 - sparsity) * num_tiles - 1e-9)))
+
+
+def kernel_available() -> bool:
+    """True when FastVideo's kernel package can run here (imported only on a GPU: it queries the device)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import fastvideo_kernel  # noqa: F401
+    except Exception:  # ImportError, or a failure of its compiled part on an unsupported GPU
+        return False
+    return True
+
+
+def resolve_backend(backend: str, q: torch.Tensor) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown VSA backend {backend!r}; choose from {BACKENDS}")
+    if backend != "auto":
+        return backend
+    if q.is_cuda:
+        return "kernel" if kernel_available() else "flex"
+    return "torch" if torch.is_grad_enabled() and q.requires_grad else "flex"
+
+
+def vsa_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gate: torch.Tensor | None,
+    layout: TileLayout,
+    sparsity: float,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """VSA of ``q, k, v`` ``[B, S, H, D]`` (token order, RoPE applied); ``gate`` like them or None (= 0)."""
+    if q.shape[1] != layout.num_tokens:
+        raise ValueError(f"{q.shape[1]} tokens do not fill the grid {layout.grid} ({layout.num_tokens} tokens)")
+    topk = num_selected_tiles(layout.num_tiles, sparsity)
+    backend = resolve_backend(backend, q)
+    if backend == "kernel":
+        return _kernel_vsa(q, k, v, gate, layout, topk)
+    # [B, S, H, D] -> tile order [B, H, n, 64, D]
+    q_t, k_t, v_t = (
+        tile_tokens(x, layout).transpose(1, 2).unflatten(2, (layout.num_tiles, TILE_TOKENS)) for x in (q, k, v)
+    )
+    out_coarse, tile_index = coarse_stage(q_t, k_t, v_t, layout, topk)
+    if backend == "torch":
+        out_fine = _fine_stage_torch(q_t, k_t, v_t, layout, tile_index)
+    else:
+        out_fine = _fine_stage_flex(q_t, k_t, v_t, layout, tile_index)
+    out_fine_tokens = untile_tokens(out_fine.flatten(2, 3).transpose(1, 2), layout)  # [B, S, H, D]
+    if gate is None:
+        return out_fine_tokens
+    return out_fine_tokens + untile_tokens(out_coarse.flatten(2, 3).transpose(1, 2), layout) * gate
+
+
+def coarse_stage(
+    q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, layout: TileLayout, topk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out_c broadcast to ``[B, H, n, 64, D]``, selected key tiles ``[B, H, n, topk]``)."""
+    counts = layout.tile_sizes.to(q_t.dtype).view(-1, 1)
+    q_c, k_c, v_c = (x.sum(dim=3) / counts for x in (q_t, k_t, v_t))  # padding slots hold zeros
+    scores = (q_c @ k_c.transpose(-2, -1)) * q_t.shape[-1] ** -0.5
+    out_c = scores.softmax(dim=-1) @ v_c
+    tile_index = scores.detach().topk(topk, dim=-1).indices
+    return out_c.unsqueeze(3).expand_as(q_t), tile_index
+
+
+def _fine_stage_torch(q_t, k_t, v_t, layout: TileLayout, tile_index: torch.Tensor) -> torch.Tensor:
+    """Gather the selected key tiles and attend densely within them: exact, autograd, memory ~ topk."""
+    batch, heads, num_tiles, _, dim = q_t.shape
+    b = torch.arange(batch, device=q_t.device).view(-1, 1, 1, 1)
+    h = torch.arange(heads, device=q_t.device).view(1, -1, 1, 1)
+    keys = k_t[b, h, tile_index].flatten(3, 4)  # [B, H, n, topk * 64, D]
+    values = v_t[b, h, tile_index].flatten(3, 4)
+    key_valid = layout.valid[tile_index].flatten(3, 4)  # [B, H, n, topk * 64]
+    out = F.scaled_dot_product_attention(
+        q_t.flatten(1, 2),
+        keys.flatten(1, 2),
+        values.flatten(1, 2),
+        attn_mask=key_valid.flatten(1, 2).unsqueeze(2),
+    )
+    return out.view(batch, heads, num_tiles, TILE_TOKENS, dim)
+
+
+@lru_cache(maxsize=1)
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def block_mask_from_tiles(layout: TileLayout, tile_index: torch.Tensor):
+    """A FlexAttention BlockMask whose 64-token blocks are the tiles, built from the top-k indices directly.
+
+    Selected tiles that are full need no mask function; tiles with padding are partial blocks whose padded
+    key slots the mask function hides.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    batch, heads, num_tiles, _ = tile_index.shape
+    is_full = layout.full_tiles[tile_index]
+    # stable sorts put full tiles first for the full list, partial tiles first for the partial list
+    full_first = torch.gather(tile_index, -1, torch.sort((~is_full).to(torch.int8), dim=-1, stable=True).indices)
+    partial_first = torch.gather(tile_index, -1, torch.sort(is_full.to(torch.int8), dim=-1, stable=True).indices)
+
+    def padded(indices: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(batch, heads, num_tiles, num_tiles, dtype=torch.int32, device=indices.device)
+        out[..., : indices.shape[-1]] = indices
+        return out
+
+    valid_keys = layout.valid.flatten()
+
+    def key_is_real(b, h, q_idx, kv_idx):
+        return valid_keys[kv_idx]
+
+    return BlockMask.from_kv_blocks(
+        (~is_full).sum(-1).to(torch.int32),
+        padded(partial_first),
+        full_kv_num_blocks=is_full.sum(-1).to(torch.int32),
+        full_kv_indices=padded(full_first),
+        BLOCK_SIZE=TILE_TOKENS,
+        mask_mod=key_is_real,
+    )
+
+
+def _fine_stage_flex(q_t, k_t, v_t, layout: TileLayout, tile_index: torch.Tensor) -> torch.Tensor:
+    batch, heads, num_tiles, _, dim = q_t.shape
+    block_mask = block_mask_from_tiles(layout, tile_index)
+    out = _compiled_flex_attention()(
+        q_t.flatten(2, 3).contiguous(),
+        k_t.flatten(2, 3).contiguous(),
+        v_t.flatten(2, 3).contiguous(),
+        block_mask=block_mask,
+    )
+    return out.view(batch, heads, num_tiles, TILE_TOKENS, dim)
+
+
+def _kernel_vsa(q, k, v, gate, layout: TileLayout, topk: int) -> torch.Tensor:
+    """FastVideo's fused kernel on tile-ordered, zero-padded ``[B, H, S, D]`` tensors."""
+    from fastvideo_kernel import video_sparse_attn
+
+    q_t, k_t, v_t = (tile_tokens(x, layout).transpose(1, 2).contiguous() for x in (q, k, v))
+    gate_t = None if gate is None else tile_tokens(gate, layout).transpose(1, 2).contiguous()
+    out = video_sparse_attn(
+        q_t, k_t, v_t, layout.tile_sizes, layout.tile_sizes, topk, block_size=TILE_TOKENS, compress_attn_weight=gate_t
+    )
+    return untile_tokens(out.transpose(1, 2), layout)
