@@ -144,8 +144,10 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, la
         assert (two[key] - one[key]).abs().max().item() <= 1e-6 + 0.01 * moved, key
 
 
-@pytest.mark.parametrize("script", ["train_wan_lora.py", "train_wan.py"])
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, latents_dir, tiny_model_dir, script):
+@pytest.mark.parametrize(
+    "script, vsa", [("train_wan_lora.py", False), ("train_wan.py", False), ("train_wan.py", True)]
+)
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, latents_dir, tiny_model_dir, script, vsa):
     # 6 rows, batch 1, accumulation 2: 3 steps per epoch; the checkpoint at step 2 sits mid-epoch.
     flags = ["--max_train_steps", "6", "--gradient_accumulation_steps", "2", "--checkpointing_steps", "2"]
     flags += [
@@ -159,6 +161,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, latents_dir, tin
         "100",
     ]
     flags += ["--rank", "4", "--lora_alpha", "8"] if "lora" in script else []
+    if vsa:  # the gates must come back too, and the sparsity ramp must continue where it was
+        flags += ["--attention_backend", "vsa", "--vsa_sparsity", "0.5", "--vsa_decay_rate", "0.25"]
+        flags += ["--vsa_decay_interval_steps", "2", "--vsa_backend", "torch"]
     full = tmp_path / "uninterrupted"
     run_training(script, tiny_model_dir, latents_dir, full, *flags)
     state = json.loads((full / "checkpoint-2" / "training_state.json").read_text())

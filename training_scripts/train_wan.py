@@ -33,7 +33,10 @@ from fastvideo_hf.training import (
     load_checked_latent_dataset,
     resume_state,
     save_checkpoint,
+    save_vsa_config,
+    setup_vsa,
     training_length,
+    update_vsa_sparsity,
     weight_dtype_for,
 )
 from fastvideo_hf.training_args import build_training_parser, validate_training_args
@@ -66,6 +69,7 @@ def main(args):
     transformer.to(dtype=torch.float32)  # master weights; autocast computes in weight_dtype
     if accelerator.distributed_type != DistributedType.FSDP:
         transformer.to(accelerator.device)  # FSDP moves each shard itself: no full copy on every GPU
+    vsa = setup_vsa(transformer, args)  # adds the zero gate projection (trained with the rest)
     if args.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     register_full_finetune_hooks(accelerator)
@@ -102,6 +106,7 @@ def main(args):
         skip = state.batches_in_epoch if epoch == state.epoch else 0
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
         for batches_done, batch in enumerate(batches, start=skip + 1):
+            sparsity = update_vsa_sparsity(vsa, args, state.global_step)
             with accelerator.accumulate(transformer):
                 where = StepInputs(args.seed, state.global_step, micro_step)
                 first = accelerator.process_index * args.train_batch_size
@@ -125,6 +130,8 @@ def main(args):
             if grad_norm is not None:
                 logs["grad_norm"] = float(grad_norm)
             logs["steps_per_s"] = progress.format_dict["rate"] or 0.0
+            if sparsity is not None:
+                logs["vsa_sparsity"] = sparsity
             progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
             accelerator.log(logs, step=state.global_step)
 
@@ -141,6 +148,7 @@ def main(args):
     state_dict = accelerator.get_state_dict(transformer)  # gathers FSDP / DeepSpeed shards on every process
     if accelerator.is_main_process:
         accelerator.unwrap_model(transformer).save_pretrained(f"{args.output_dir}/transformer", state_dict=state_dict)
+        save_vsa_config(f"{args.output_dir}/transformer", args)
     if state.global_step % args.validation_steps:
         videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
     if accelerator.is_main_process:

@@ -35,7 +35,10 @@ from fastvideo_hf.training import (
     load_checked_latent_dataset,
     resume_state,
     save_checkpoint,
+    save_vsa_config,
+    setup_vsa,
     training_length,
+    update_vsa_sparsity,
     weight_dtype_for,
 )
 from fastvideo_hf.training_args import build_training_parser, validate_training_args
@@ -66,14 +69,13 @@ def main(args):
     weight_dtype = weight_dtype_for(accelerator)
     transformer.requires_grad_(False)
     transformer.to(accelerator.device, dtype=weight_dtype)
+    vsa = setup_vsa(transformer, args)  # adds the zero gate projection to every self-attention
 
+    target_modules = [name.strip() for name in args.lora_target_modules.split(",")]
+    if vsa is not None:
+        target_modules.append("to_gate_compress")  # the gate trains as a LoRA on its zero base, saved with it
     transformer.add_adapter(
-        LoraConfig(
-            r=args.rank,
-            lora_alpha=args.lora_alpha,
-            init_lora_weights=True,
-            target_modules=[name.strip() for name in args.lora_target_modules.split(",")],
-        )
+        LoraConfig(r=args.rank, lora_alpha=args.lora_alpha, init_lora_weights=True, target_modules=target_modules)
     )
     cast_training_params(transformer, dtype=torch.float32)  # LoRA weights train in fp32 under any mixed precision
     if args.gradient_checkpointing:
@@ -112,6 +114,7 @@ def main(args):
         skip = state.batches_in_epoch if epoch == state.epoch else 0
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
         for batches_done, batch in enumerate(batches, start=skip + 1):
+            sparsity = update_vsa_sparsity(vsa, args, state.global_step)
             with accelerator.accumulate(transformer):
                 where = StepInputs(args.seed, state.global_step, micro_step)
                 first = accelerator.process_index * args.train_batch_size
@@ -135,6 +138,8 @@ def main(args):
             if grad_norm is not None:
                 logs["grad_norm"] = float(grad_norm)
             logs["steps_per_s"] = progress.format_dict["rate"] or 0.0
+            if sparsity is not None:
+                logs["vsa_sparsity"] = sparsity
             progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
             accelerator.log(logs, step=state.global_step)
 
@@ -150,6 +155,7 @@ def main(args):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_wan_lora(args.output_dir, accelerator.unwrap_model(transformer))
+        save_vsa_config(args.output_dir, args)
     if state.global_step % args.validation_steps:
         videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
     if accelerator.is_main_process:

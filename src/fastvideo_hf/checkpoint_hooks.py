@@ -48,7 +48,7 @@ def register_lora_hooks(accelerator) -> None:
 
 
 def register_full_finetune_hooks(accelerator) -> None:
-    from diffusers import WanTransformer3DModel
+    from .safetensors_io import read_safetensors_folder
 
     if accelerator.distributed_type in SHARDED_TYPES:
         return
@@ -62,9 +62,7 @@ def register_full_finetune_hooks(accelerator) -> None:
     def load_model_hook(models, input_dir):
         while models:
             model = accelerator.unwrap_model(models.pop())
-            saved = WanTransformer3DModel.from_pretrained(input_dir, subfolder="transformer")
-            model.load_state_dict(saved.state_dict())
-            del saved
+            model.load_state_dict(read_safetensors_folder(f"{input_dir}/transformer"))  # strict: gates included
 
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)

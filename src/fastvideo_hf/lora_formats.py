@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from peft import LoraConfig
 
 COMFY_KEY_PREFIX = "diffusion_model."
+VSA_GATE_MODULE = "to_gate_compress"
 
 # Per transformer block: diffusers module name -> original Wan module name.
 _BLOCK_MODULES = {
@@ -92,8 +93,9 @@ def comfy_state_dict(peft_state_dict: dict[str, torch.Tensor], lora_config: Lora
     the blocks get no ``.alpha``: diffusers' converter reads alpha only for block modules and rejects a leftover
     alpha key, so their scale is folded into ``lora_B`` instead; ComfyUI uses scale 1 without an alpha, so both
     loaders see the same weights. Anything but ``lora_A`` / ``lora_B`` weights (DoRA magnitudes, LoRA biases)
-    raises ``ValueError`` rather than being dropped. The tensors are copies: diffusers' converter scales some
-    of them in place, which must not reach the trained model's parameters.
+    raises ``ValueError`` rather than being dropped, except the VSA gate (``to_gate_compress``), which has no
+    place in an original Wan model and is left to the diffusers file. The tensors are copies: diffusers'
+    converter scales some of them in place, which must not reach the trained model's parameters.
     """
     modules: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in peft_state_dict.items():
@@ -107,6 +109,8 @@ def comfy_state_dict(peft_state_dict: dict[str, torch.Tensor], lora_config: Lora
 
     converted = {}
     for module_name, matrices in sorted(modules.items()):
+        if module_name.endswith(f".{VSA_GATE_MODULE}"):
+            continue  # VSA's gate exists only in fastvideo-hf's VSA attention, which ComfyUI does not run
         if set(matrices) != {"lora_A", "lora_B"}:
             raise ValueError(f"LoRA module {module_name!r} has {sorted(matrices)} but needs both lora_A and lora_B.")
         original = COMFY_KEY_PREFIX + diffusers_to_original_wan_key(module_name)

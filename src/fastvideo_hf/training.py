@@ -7,6 +7,7 @@ each stage, so the loop itself stays visible there while every piece here is tes
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -136,6 +137,36 @@ def create_optimizer(params, args: argparse.Namespace) -> torch.optim.Optimizer:
         weight_decay=args.adam_weight_decay,
         eps=args.adam_epsilon,
     )
+
+
+def setup_vsa(transformer, args: argparse.Namespace):
+    """Install VSA when ``--attention_backend vsa`` (before any adapter, so the gate can carry one)."""
+    if args.attention_backend != "vsa":
+        return None
+    from .vsa import enable_vsa
+
+    return enable_vsa(transformer, sparsity=0.0, backend=args.vsa_backend)
+
+
+def update_vsa_sparsity(context, args: argparse.Namespace, global_step: int) -> float | None:
+    """Set the sparsity of the ramp at ``global_step``; returns it (None without VSA)."""
+    if context is None:
+        return None
+    from .vsa import vsa_sparsity_at_step
+
+    context.sparsity = vsa_sparsity_at_step(
+        global_step, args.vsa_sparsity, args.vsa_decay_rate, args.vsa_decay_interval_steps
+    )
+    return context.sparsity
+
+
+def save_vsa_config(folder: str | Path, args: argparse.Namespace) -> None:
+    """``vsa_config.json`` beside the weights: what a user needs to rebuild the VSA model for inference."""
+    if args.attention_backend != "vsa":
+        return
+    config = {"attention_backend": "vsa", "sparsity": args.vsa_sparsity, "tile_size": [4, 4, 4]}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    Path(folder, "vsa_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 @dataclass

@@ -107,6 +107,28 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
     hub.add_argument("--hub_model_id", default=None, help="Model repo to push to (default: the output dir name).")
     hub.add_argument("--hub_token", default=None, help="Hub token (default: your login). Not with --report_to wandb.")
 
+    vsa = parser.add_argument_group("Video Sparse Attention (VSA)")
+    vsa.add_argument(
+        "--attention_backend",
+        default="sdpa",
+        choices=["sdpa", "vsa"],
+        help="sdpa: diffusers' dense attention; vsa: Video Sparse Attention in every self-attention.",
+    )
+    vsa.add_argument("--vsa_sparsity", type=float, default=0.9, help="Target fraction of key tiles skipped.")
+    vsa.add_argument(
+        "--vsa_decay_rate",
+        type=float,
+        default=0.03,
+        help="Sparsity added every --vsa_decay_interval_steps (FastVideo's Wan2.1 1.3B recipe: 0.03 every 50).",
+    )
+    vsa.add_argument("--vsa_decay_interval_steps", type=int, default=50, help="Steps between sparsity increases.")
+    vsa.add_argument(
+        "--vsa_backend",
+        default="auto",
+        choices=["auto", "torch", "flex", "kernel"],
+        help="auto: FastVideo's kernel on a GPU that has it, else FlexAttention; plain torch for CPU training.",
+    )
+
     if lora:
         adapter = parser.add_argument_group("LoRA")
         adapter.add_argument("--rank", type=int, default=32, help="LoRA rank.")
@@ -132,3 +154,5 @@ def validate_training_args(args: argparse.Namespace) -> None:
         raise ValueError("--caption_dropout must be in [0, 1)")
     if args.flow_shift <= 0:
         raise ValueError("--flow_shift must be positive")
+    if not 0.0 <= args.vsa_sparsity < 1.0:
+        raise ValueError("--vsa_sparsity must be in [0, 1)")

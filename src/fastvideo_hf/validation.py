@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .video_writer import write_mp4
+from .vsa import vsa_context
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,10 @@ def run_validation(accelerator, args, transformer, step: int, dtype: torch.dtype
     pipeline.set_progress_bar_config(disable=True)
     was_training = transformer.training
     transformer.eval()
+    vsa = vsa_context(accelerator.unwrap_model(transformer))
+    ramp_sparsity = vsa.sparsity if vsa else None
+    if vsa:
+        vsa.sparsity = args.vsa_sparsity  # validate at the target sparsity, as inference will run
     output_dir = Path(args.output_dir) / "validation" / f"step-{step}"
     results = generate_validation_videos(
         pipeline,
@@ -165,6 +170,8 @@ def run_validation(accelerator, args, transformer, step: int, dtype: torch.dtype
         write=accelerator.is_main_process,
     )
     transformer.train(was_training)
+    if vsa:
+        vsa.sparsity = ramp_sparsity
     if not accelerator.is_main_process:
         return []
     log_validation_videos(accelerator, results, step, args.validation_fps)

@@ -130,13 +130,11 @@ def load_vsa_gates(transformer, folder: str | Path) -> int:
         enable_vsa(transformer, sparsity=0.9)
         load_vsa_gates(transformer, f"{OUT}/transformer")
     """
-    from safetensors.torch import load_file
+    from ..safetensors_io import read_safetensors_folder
 
     if vsa_context(transformer) is None:
         raise ValueError("call enable_vsa(transformer) before load_vsa_gates")
-    gates = {}
-    for path in sorted(Path(folder).glob("*.safetensors")):
-        gates.update({key: value for key, value in load_file(path).items() if f".{GATE_MODULE}." in key})
+    gates = {key: value for key, value in read_safetensors_folder(folder).items() if f".{GATE_MODULE}." in key}
     expected = {name for name, _ in transformer.named_parameters() if f".{GATE_MODULE}." in name}
     if set(gates) != expected:
         raise ValueError(f"{folder} holds {len(gates)} VSA gate tensors, the transformer has {len(expected)}")
