@@ -6,6 +6,7 @@ import torch
 from diffusers import WanPipeline, WanTransformer3DModel
 from safetensors.torch import load_file
 
+from fastvideo_hf.cli import main as cli_main
 from fastvideo_hf.loss_curve import read_scalar
 from fastvideo_hf.vsa import enable_vsa, load_vsa_gates
 
@@ -68,3 +69,9 @@ def test_vsa_full_finetune_saves_gates_that_reload_into_a_vsa_transformer(tmp_pa
         torch.testing.assert_close(param, saved[name], rtol=0, atol=0)
     pipe = WanPipeline.from_pretrained(tiny_model_dir, transformer=transformer)
     assert torch.isfinite(generate(pipe)).all()
+
+    video = tmp_path / "vsa.mp4"
+    command = ["generate", "--pretrained_model_name_or_path", str(tiny_model_dir), "--transformer", str(output)]
+    command += ["--vsa_sparsity", "0.5", "--vsa_backend", "torch", "--prompt", "A red circle", "--output", str(video)]
+    command += ["--height", "64", "--width", "96", "--num_frames", "17", "--num_inference_steps", "2"]
+    assert cli_main(command) == 0 and video.stat().st_size > 0

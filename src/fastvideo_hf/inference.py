@@ -35,7 +35,21 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--guidance_scale", type=float, default=5.0, help="Classifier-free guidance scale.")
     parser.add_argument("--fps", type=int, default=16, help="fps of the written mp4.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the initial noise.")
-    parser.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32", choices=DTYPES)
+    parser.add_argument(
+        "--dtype",
+        default="bfloat16" if torch.cuda.is_available() else "float32",
+        choices=DTYPES,
+        help="Weights dtype.",
+    )
+    parser.add_argument(
+        "--vsa_sparsity",
+        type=float,
+        default=None,
+        help="Run with Video Sparse Attention at this sparsity (use it for VSA-finetuned weights, e.g. 0.9).",
+    )
+    parser.add_argument(
+        "--vsa_backend", default="auto", choices=["auto", "torch", "flex", "kernel"], help="VSA implementation."
+    )
     return parser
 
 
@@ -49,7 +63,13 @@ def generate(args: argparse.Namespace) -> Path:
             args.transformer, subfolder="transformer", torch_dtype=dtype
         )
     pipe = WanPipeline.from_pretrained(args.pretrained_model_name_or_path, torch_dtype=dtype, **components)
-    if args.lora:
+    if args.vsa_sparsity is not None:
+        from .vsa import enable_vsa, load_vsa_gates
+
+        enable_vsa(pipe.transformer, sparsity=args.vsa_sparsity, backend=args.vsa_backend)
+        if args.transformer:
+            load_vsa_gates(pipe.transformer, Path(args.transformer) / "transformer")
+    if args.lora:  # after enable_vsa: a VSA LoRA also adapts the to_gate_compress projections
         pipe.load_lora_weights(args.lora)
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     frames = pipe(
