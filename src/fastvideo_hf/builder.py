@@ -31,9 +31,16 @@ from datasets.arrow_writer import ParquetWriter
 from tqdm.auto import tqdm
 
 from .dataset_card import render_dataset_card, skip_reason_counts
-from .encoders import WAN_MAX_SEQUENCE_LENGTH, WanPromptEncoder, WanVaeEncoder
-from .frame_sampling import ClipTooShortError, resize_and_center_crop
-from .schema import STORAGE_DTYPES, latent_features, tensor_to_columns
+from .encoders import (
+    WAN_MAX_SEQUENCE_LENGTH,
+    WanImageConditionEncoder,
+    WanPromptEncoder,
+    WanVaeEncoder,
+    has_component,
+    model_index,
+)
+from .frame_sampling import ClipTooShortError, first_frame_image, resize_and_center_crop
+from .schema import STORAGE_DTYPES, empty_tensor_columns, latent_features, tensor_to_columns
 from .shard_progress import ChunkResult, ShardProgress, atomic_write_text, listing_digest
 from .sources import HFDatasetSource, MergedFolderSource, VideoInput, choose_caption
 from .video_decode import VideoDecodeError, decode_clip
@@ -77,8 +84,8 @@ class WanLatentsConfig(datasets.BuilderConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.task != "t2v":
-            raise ValueError(f"task {self.task!r} is not supported yet; use --task t2v")
+        if self.task not in ("t2v", "i2v"):
+            raise ValueError(f"--task must be t2v or i2v, got {self.task!r}")
         if self.num_frames < 1 or (self.num_frames - 1) % 4:
             raise ValueError(f"--num_frames must be 4k+1 for Wan's VAE (e.g. 77 or 81), got {self.num_frames}")
         if self.height % 16 or self.width % 16:
@@ -171,7 +178,7 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         return torch.device("cpu")
 
     @property
-    def encoders(self) -> tuple[WanPromptEncoder, WanVaeEncoder]:
+    def encoders(self) -> tuple[WanPromptEncoder, WanVaeEncoder, WanImageConditionEncoder | None]:
         """Loaded on first use, so a resume with nothing left to do never loads a model."""
         if self._encoders is None:
             config, device = self.config, self._device()
@@ -179,9 +186,16 @@ class WanLatents(datasets.GeneratorBasedBuilder):
             if text_dtype == "auto":
                 text_dtype = "bfloat16" if device.type == "cuda" else "float32"
             model, revision = config.pretrained_model_name_or_path, config.revision
+            vae_encoder = WanVaeEncoder.from_pretrained(model, revision, device, ENCODER_DTYPES[config.vae_dtype])
+            image_encoder = None
+            if config.task == "i2v":
+                image_encoder = WanImageConditionEncoder.from_pretrained(
+                    model, vae_encoder.vae, revision, device, ENCODER_DTYPES[text_dtype]
+                )
             self._encoders = (
                 WanPromptEncoder.from_pretrained(model, revision, device, ENCODER_DTYPES[text_dtype]),
-                WanVaeEncoder.from_pretrained(model, revision, device, ENCODER_DTYPES[config.vae_dtype]),
+                vae_encoder,
+                image_encoder,
             )
         return self._encoders
 
@@ -193,7 +207,7 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         caption = choose_caption(item, config.seed)
         if caption is None:
             raise SkipInput("empty caption")
-        prompt_encoder, vae_encoder = self.encoders  # loaded before the clock starts: not counted as encoding
+        prompt_encoder, vae_encoder, image_encoder = self.encoders  # loaded before the clock: not counted as encoding
         started = time.perf_counter()
         try:
             clip = decode_clip(self.source.video_for(item), config.fps, config.num_frames, config.video_backend)
@@ -209,6 +223,18 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         self.timings["decode"] += decoded - started
         self.timings["text_encode"] += text_encoded - decoded
         self.timings["vae_encode"] += vae_encoded - text_encoded
+        image_columns = {}
+        if image_encoder is not None:
+            first_frame_latent, clip_feature = image_encoder(first_frame_image(pixels), config.num_frames)
+            image_columns = {
+                **tensor_to_columns("first_frame_latent", first_frame_latent, config.storage_dtype),
+                **(
+                    tensor_to_columns("clip_feature", clip_feature, config.storage_dtype)
+                    if clip_feature is not None
+                    else empty_tensor_columns("clip_feature")
+                ),
+            }
+            self.timings["image_encode"] += time.perf_counter() - vae_encoded
         return {
             "id": item.id,
             **tensor_to_columns("vae_latent", latent, config.storage_dtype),
@@ -221,6 +247,7 @@ class WanLatents(datasets.GeneratorBasedBuilder):
             "num_frames": config.num_frames,
             "duration_sec": config.num_frames / config.fps,
             "fps": float(config.fps),
+            **image_columns,
         }
 
     # -- writing a Hub-ready folder -----------------------------------------------------------------------
@@ -324,8 +351,8 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         model, revision = self.config.pretrained_model_name_or_path, self.config.revision
         vae_config = AutoencoderKLWan.load_config(model, subfolder="vae", revision=revision)
         text_config = AutoConfig.from_pretrained(model, subfolder="text_encoder", revision=revision)
-        spatial = 2 ** len(vae_config.get("temperal_downsample", [0, 0, 0]))
-        temporal = 2 ** sum(vae_config.get("temperal_downsample", [False, True, True]))
+        spatial, temporal = vae_config.get("scale_factor_spatial") or 8, vae_config.get("scale_factor_temporal") or 4
+        index = model_index(model, revision)
         latent_shape = [
             vae_config["z_dim"],
             (self.config.num_frames - 1) // temporal + 1,
@@ -352,4 +379,8 @@ class WanLatents(datasets.GeneratorBasedBuilder):
             "num_bytes": sum(result.num_bytes for result in results),
             "parquet_bytes": sum(result.file_bytes for result in results),
             "skipped_reasons": skip_reason_counts(skipped),
+            "pipeline_class": index.get("_class_name"),
+            "expand_timesteps": bool(index.get("expand_timesteps")),
+            "boundary_ratio": index.get("boundary_ratio"),
+            "has_image_encoder": self.config.task == "i2v" and has_component(index, "image_encoder"),
         }

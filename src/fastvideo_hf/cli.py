@@ -9,8 +9,8 @@ import sys
 def _tiny_model(args: argparse.Namespace) -> int:
     from .tiny_models import save_tiny_wan_pipeline
 
-    path = save_tiny_wan_pipeline(args.output, task=args.task, seed=args.seed)
-    print(f"tiny Wan {args.task} pipeline written to {path} (load it with WanPipeline.from_pretrained)")
+    path = save_tiny_wan_pipeline(args.output, task=args.task, model=args.model, seed=args.seed)
+    print(f"tiny {args.model} {args.task} pipeline written to {path} (load it with DiffusionPipeline.from_pretrained)")
     return 0
 
 
@@ -59,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     build_preprocess_parser(preprocess)
 
     tiny = commands.add_parser("tiny-model", help="Write a tiny random diffusers-format Wan pipeline (offline).")
-    tiny.add_argument("--task", default="t2v", choices=["t2v"], help="Which pipeline to build.")
+    tiny.add_argument("--task", default="t2v", choices=["t2v", "i2v"], help="Text- or image-to-video.")
+    tiny.add_argument(
+        "--model",
+        default="wan2.1",
+        choices=["wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"],
+        help="Architecture: Wan2.1, Wan2.2's two-expert A14B, or Wan2.2 TI2V 5B.",
+    )
     tiny.add_argument("--output", required=True, help="Folder to write the pipeline to.")
     tiny.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
     tiny.set_defaults(run=_tiny_model)

@@ -76,3 +76,79 @@ class WanVaeEncoder:
         """Posterior mean ``[C, T', H', W']`` (not normalized) of pixels ``[3, T, H, W]`` in [-1, 1]."""
         batch = pixels.unsqueeze(0).to(self.vae.device, self.vae.dtype)
         return self.vae.encode(batch).latent_dist.mean[0]
+
+
+def model_index(model: str, revision: str | None = None) -> dict:
+    """The pipeline's ``model_index.json``: which components exist (image encoder, second expert) and flags."""
+    from diffusers import DiffusionPipeline
+
+    return dict(DiffusionPipeline.load_config(model, revision=revision))
+
+
+def has_component(index: dict, name: str) -> bool:
+    return bool(index.get(name)) and index[name][0] is not None
+
+
+class WanImageConditionEncoder:
+    """The image conditioning of image-to-video, computed by diffusers' own ``WanImageToVideoPipeline`` code.
+
+    The pipeline object holds only the VAE (and the CLIP encoder where the model has one); its
+    ``prepare_latents`` gives the first-frame latent (the VAE latent of the first frame followed by zero
+    frames, or of the frame alone for Wan2.2 TI2V, normalized with latents_mean/std) and its ``encode_image``
+    the CLIP features (``hidden_states[-2]``), so training sees exactly what inference feeds the transformer.
+    """
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    @classmethod
+    def from_pretrained(cls, model: str, vae, revision: str | None = None, device="cpu", dtype=torch.float32):
+        from diffusers import WanImageToVideoPipeline
+
+        index = model_index(model, revision)
+        components = {"image_encoder": None, "image_processor": None}
+        if has_component(index, "image_encoder"):
+            from transformers import CLIPImageProcessor, CLIPVisionModel
+
+            components["image_encoder"] = CLIPVisionModel.from_pretrained(
+                model, subfolder="image_encoder", revision=revision, dtype=dtype
+            ).to(device)
+            components["image_processor"] = CLIPImageProcessor.from_pretrained(
+                model, subfolder="image_processor", revision=revision
+            )
+        pipeline = WanImageToVideoPipeline(
+            tokenizer=None,
+            text_encoder=None,
+            vae=vae,
+            scheduler=None,
+            expand_timesteps=bool(index.get("expand_timesteps")),
+            **components,
+        )
+        return cls(pipeline)
+
+    @property
+    def has_image_encoder(self) -> bool:
+        return self.pipeline.image_encoder is not None
+
+    @torch.no_grad()
+    def __call__(self, image, num_frames: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(first-frame latent ``[C, T', H', W']``, CLIP features ``[L, D]`` or None) of a PIL ``image``."""
+        pipeline = self.pipeline
+        device = pipeline.vae.device
+        pixels = pipeline.video_processor.preprocess(image, height=image.height, width=image.width)
+        outputs = pipeline.prepare_latents(
+            pixels.to(device, torch.float32),
+            batch_size=1,
+            num_channels_latents=pipeline.vae.config.z_dim,
+            height=image.height,
+            width=image.width,
+            num_frames=num_frames,
+            dtype=torch.float32,
+            device=device,
+        )
+        if pipeline.config.expand_timesteps:
+            first_frame_latent = outputs[1]
+        else:  # [mask (vae_scale_factor_temporal channels), latent]
+            first_frame_latent = outputs[1][:, pipeline.vae_scale_factor_temporal :]
+        clip_feature = pipeline.encode_image(image, device)[0] if self.has_image_encoder else None
+        return first_frame_latent[0], clip_feature

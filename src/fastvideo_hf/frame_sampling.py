@@ -65,3 +65,11 @@ def resize_and_center_crop(frames: torch.Tensor, height: int, width: int, chunk_
         chunk = chunk[:, :, top : top + height, left : left + width]
         pixels[:, start : start + chunk_size] = (chunk / 127.5 - 1.0).clamp(-1.0, 1.0).permute(1, 0, 2, 3)
     return pixels
+
+
+def first_frame_image(pixels: torch.Tensor):
+    """The first frame of pixels ``[3, T, H, W]`` in [-1, 1] as the 8-bit PIL image an I2V user would pass."""
+    from PIL import Image
+
+    frame = ((pixels[:, 0] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return Image.fromarray(frame.permute(1, 2, 0).numpy())

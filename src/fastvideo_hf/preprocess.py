@@ -45,7 +45,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     source.add_argument("--caption_column", default="caption", help="Column of --dataset_name holding the captions.")
     output = parser.add_argument_group("output")
     output.add_argument("--output_dir", required=True, help="Folder for data/*.parquet, README.md and skipped.jsonl.")
-    output.add_argument("--task", default="t2v", choices=["t2v"], help="What the latents are for.")
+    output.add_argument(
+        "--task",
+        default="t2v",
+        choices=["t2v", "i2v"],
+        help="t2v; i2v adds the first-frame latent and, for models with an image encoder, CLIP features.",
+    )
     output.add_argument("--height", type=int, default=480, help="Frame height after resize and centre crop.")
     output.add_argument("--width", type=int, default=832, help="Frame width after resize and centre crop.")
     output.add_argument("--num_frames", type=int, default=77, help="Frames per clip; Wan's VAE needs 4k+1.")

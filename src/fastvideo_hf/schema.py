@@ -15,7 +15,8 @@ import torch
 from datasets import Features, List, Value
 
 T2V_TENSORS = ("vae_latent", "text_embedding")
-I2V_TENSORS = T2V_TENSORS + ("first_frame_latent", "clip_feature")
+# FastVideo's I2V order. ``clip_feature`` is empty (b"", [], "") for models without an image encoder.
+I2V_TENSORS = T2V_TENSORS + ("clip_feature", "first_frame_latent")
 
 STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -63,6 +64,15 @@ def tensor_to_columns(name: str, tensor: torch.Tensor, storage_dtype: str = "flo
     else:
         raw = tensor.numpy().tobytes()
     return {f"{name}_bytes": raw, f"{name}_shape": list(tensor.shape), f"{name}_dtype": storage_dtype}
+
+
+def empty_tensor_columns(name: str) -> dict[str, Any]:
+    """The columns of a tensor this row does not have (FastVideo writes missing tensors the same way)."""
+    return {f"{name}_bytes": b"", f"{name}_shape": [], f"{name}_dtype": ""}
+
+
+def has_tensor(row: dict[str, Any], name: str) -> bool:
+    return bool(row.get(f"{name}_dtype"))
 
 
 def columns_to_tensor(row: dict[str, Any], name: str) -> torch.Tensor:
