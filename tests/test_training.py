@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from fastvideo_hf.dataset_card import read_card_metadata
 from fastvideo_hf.dataset_checks import DatasetModelMismatchError, check_dataset_matches_model
 from fastvideo_hf.flow_matching import FlowMatchingConfig, shift_sigmas
 from fastvideo_hf.latent_dataset import LatentDataset, SameShapeBatchSampler, collate_latents, load_latent_dataset
+from fastvideo_hf.model_spec import WanModelSpec
 from fastvideo_hf.training import StepInputs, compute_loss, held_out_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +86,8 @@ def test_loss_equals_a_hand_computation(latents_dir, tiny_model_dir):
     batch = collate_latents([dataset[0], dataset[1]])
     config = FlowMatchingConfig(weighting_scheme="logit_normal", logit_mean=0.2, logit_std=1.1, flow_shift=3.0)
     config.caption_dropout = 0.5
-    loss = compute_loss(transformer, batch, config, StepInputs(seed=5, global_step=3, micro_step=1), 4, torch.float32)
+    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+    loss = compute_loss(transformer, batch, config, StepInputs(5, 3, 1), 4, torch.float32, spec)
 
     expected_losses = []
     for offset in range(2):
@@ -111,7 +114,8 @@ def test_one_step_changes_exactly_the_trained_parameters(latents_dir, tiny_model
     trained = [param for param in transformer.parameters() if param.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-3, weight_decay=0.0)
     batch = collate_latents([tiny_dataset(latents_dir, tiny_model_dir)[0]])
-    loss = compute_loss(transformer, batch, FlowMatchingConfig(), StepInputs(0, 0, 0), 0, torch.float32)
+    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+    loss = compute_loss(transformer, batch, FlowMatchingConfig(), StepInputs(0, 0, 0), 0, torch.float32, spec)
     loss.backward()
     optimizer.step()
     changed = {name for name, param in transformer.named_parameters() if not torch.equal(param, before[name])}
@@ -221,13 +225,12 @@ def test_lora_output_loads_in_the_pipeline_and_unloads_cleanly(tmp_path, latents
 
 def test_a_dataset_made_for_another_model_is_refused(tmp_path, latents_dir, tiny_model_dir):
     card = read_card_metadata(latents_dir)
-    vae = AutoencoderKLWan.load_config(tiny_model_dir, subfolder="vae")
-    transformer = dict(WanTransformer3DModel.load_config(tiny_model_dir, subfolder="transformer"))
-    assert check_dataset_matches_model(card, str(tiny_model_dir), vae, transformer) == []
+    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+    assert check_dataset_matches_model(card, str(tiny_model_dir), spec) == []
     with pytest.raises(DatasetModelMismatchError, match="text embedding size: dataset 32, model text_dim 4096"):
-        check_dataset_matches_model(card, str(tiny_model_dir), vae, {**transformer, "text_dim": 4096})
+        check_dataset_matches_model(card, str(tiny_model_dir), replace(spec, text_dim=4096))
     with pytest.raises(DatasetModelMismatchError, match="encoded with"):
-        check_dataset_matches_model(card, "Wan-AI/Wan2.1-T2V-14B-Diffusers", vae, transformer)
+        check_dataset_matches_model(card, "Wan-AI/Wan2.1-T2V-14B-Diffusers", spec)
 
     other_model = tmp_path / "other-wan"
     shutil.copytree(tiny_model_dir, other_model)
@@ -265,9 +268,9 @@ def test_training_lowers_the_held_out_loss(tmp_path, latents_dir, tiny_model_dir
     held_out = tiny_dataset(tmp_path / "held_out", tiny_model_dir)
     sigmas = [0.2, 0.5, 0.8]
 
-    before = held_out_loss(
-        WanTransformer3DModel.from_pretrained(tiny_model_dir, subfolder="transformer"), held_out, sigmas
-    )
+    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+    base = WanTransformer3DModel.from_pretrained(tiny_model_dir, subfolder="transformer")
+    before = held_out_loss(base, held_out, spec, sigmas)
     output = tmp_path / "full"
     run_training(
         "train_wan.py",
@@ -285,5 +288,7 @@ def test_training_lowers_the_held_out_loss(tmp_path, latents_dir, tiny_model_dir
         "--checkpointing_steps",
         "1000",
     )
-    after = held_out_loss(WanTransformer3DModel.from_pretrained(output, subfolder="transformer"), held_out, sigmas)
+    after = held_out_loss(
+        WanTransformer3DModel.from_pretrained(output, subfolder="transformer"), held_out, spec, sigmas
+    )
     assert after < 0.8 * before, (before, after)

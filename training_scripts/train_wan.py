@@ -16,13 +16,14 @@ import logging
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedType, set_seed
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers import WanTransformer3DModel
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from fastvideo_hf.checkpoint_hooks import register_full_finetune_hooks
 from fastvideo_hf.checkpointing import TrainingState
 from fastvideo_hf.hub import push_training_output
+from fastvideo_hf.model_spec import WanModelSpec
 from fastvideo_hf.training import (
     StepInputs,
     compute_loss,
@@ -36,6 +37,7 @@ from fastvideo_hf.training import (
     save_vsa_config,
     setup_vsa,
     training_length,
+    transformer_slot,
     update_vsa_sparsity,
     weight_dtype_for,
 )
@@ -62,8 +64,9 @@ def main(args):
 
     # The transformer is the only model in memory; the VAE config gives the latent normalization.
     model, revision = args.pretrained_model_name_or_path, args.revision
-    transformer = WanTransformer3DModel.from_pretrained(model, subfolder="transformer", revision=revision)
-    vae_config = AutoencoderKLWan.load_config(model, subfolder="vae", revision=revision)
+    spec = WanModelSpec.from_pretrained(model, revision)  # T2V / I2V / Wan2.2 experts / TI2V, from the config
+    slot = transformer_slot(args, spec)  # "transformer", or "transformer_2" for Wan2.2's low-noise expert
+    transformer = WanTransformer3DModel.from_pretrained(model, subfolder=slot, revision=revision)
     weight_dtype = weight_dtype_for(accelerator)
     transformer.requires_grad_(True)
     transformer.to(dtype=torch.float32)  # master weights; autocast computes in weight_dtype
@@ -76,7 +79,7 @@ def main(args):
 
     trained_parameters = list(transformer.parameters())
     optimizer = create_optimizer(trained_parameters, args)
-    dataset = load_checked_latent_dataset(args, vae_config, transformer.config)
+    dataset = load_checked_latent_dataset(args, spec)
     dataloader, batch_sampler = create_dataloader(dataset, args, accelerator.num_processes)
     max_train_steps, num_train_epochs = training_length(args, len(batch_sampler))
     lr_scheduler = get_scheduler(
@@ -90,7 +93,7 @@ def main(args):
     )
 
     state = resume_state(accelerator, args)
-    flow_config = flow_matching_config(args)
+    flow_config = flow_matching_config(args, spec)  # an expert's sigmas stay on its side of the boundary
     logger.info(
         f"{len(dataset)} clips, {len(batch_sampler)} global batches of {args.train_batch_size} x "
         f"{accelerator.num_processes} per epoch; {max_train_steps} steps from step {state.global_step}"
@@ -110,7 +113,7 @@ def main(args):
             with accelerator.accumulate(transformer):
                 where = StepInputs(args.seed, state.global_step, micro_step)
                 first = accelerator.process_index * args.train_batch_size
-                loss = compute_loss(transformer, batch, flow_config, where, first, weight_dtype)
+                loss = compute_loss(transformer, batch, flow_config, where, first, weight_dtype, spec)
                 accelerator.backward(loss)
                 grad_norm = None
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
@@ -138,7 +141,9 @@ def main(args):
             if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
                 save_checkpoint(accelerator, args, state)
             if state.global_step % args.validation_steps == 0:
-                videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
+                videos = run_validation(
+                    accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task
+                )
             if state.global_step >= max_train_steps:
                 break
         if state.global_step >= max_train_steps:
@@ -147,10 +152,10 @@ def main(args):
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(transformer)  # gathers FSDP / DeepSpeed shards on every process
     if accelerator.is_main_process:
-        accelerator.unwrap_model(transformer).save_pretrained(f"{args.output_dir}/transformer", state_dict=state_dict)
-        save_vsa_config(f"{args.output_dir}/transformer", args)
+        accelerator.unwrap_model(transformer).save_pretrained(f"{args.output_dir}/{slot}", state_dict=state_dict)
+        save_vsa_config(f"{args.output_dir}/{slot}", args)
     if state.global_step % args.validation_steps:
-        videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
+        videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task)
     if accelerator.is_main_process:
         if args.push_to_hub:
             recipe = {key: getattr(args, key) for key in ("learning_rate", "adam_weight_decay", "flow_shift")}

@@ -15,7 +15,7 @@ import logging
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers import WanTransformer3DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params
 from peft import LoraConfig
@@ -25,6 +25,7 @@ from fastvideo_hf.checkpoint_hooks import register_lora_hooks
 from fastvideo_hf.checkpointing import TrainingState
 from fastvideo_hf.hub import push_training_output
 from fastvideo_hf.lora_formats import save_wan_lora
+from fastvideo_hf.model_spec import WanModelSpec
 from fastvideo_hf.training import (
     StepInputs,
     compute_loss,
@@ -38,6 +39,7 @@ from fastvideo_hf.training import (
     save_vsa_config,
     setup_vsa,
     training_length,
+    transformer_slot,
     update_vsa_sparsity,
     weight_dtype_for,
 )
@@ -64,8 +66,9 @@ def main(args):
 
     # The transformer is the only model in memory; the VAE config gives the latent normalization.
     model, revision = args.pretrained_model_name_or_path, args.revision
-    transformer = WanTransformer3DModel.from_pretrained(model, subfolder="transformer", revision=revision)
-    vae_config = AutoencoderKLWan.load_config(model, subfolder="vae", revision=revision)
+    spec = WanModelSpec.from_pretrained(model, revision)  # T2V / I2V / Wan2.2 experts / TI2V, from the config
+    slot = transformer_slot(args, spec)  # "transformer", or "transformer_2" for Wan2.2's low-noise expert
+    transformer = WanTransformer3DModel.from_pretrained(model, subfolder=slot, revision=revision)
     weight_dtype = weight_dtype_for(accelerator)
     transformer.requires_grad_(False)
     transformer.to(accelerator.device, dtype=weight_dtype)
@@ -84,7 +87,7 @@ def main(args):
 
     lora_parameters = [param for param in transformer.parameters() if param.requires_grad]
     optimizer = create_optimizer(lora_parameters, args)
-    dataset = load_checked_latent_dataset(args, vae_config, transformer.config)
+    dataset = load_checked_latent_dataset(args, spec)
     dataloader, batch_sampler = create_dataloader(dataset, args, accelerator.num_processes)
     max_train_steps, num_train_epochs = training_length(args, len(batch_sampler))
     lr_scheduler = get_scheduler(
@@ -98,7 +101,7 @@ def main(args):
     )
 
     state = resume_state(accelerator, args)
-    flow_config = flow_matching_config(args)
+    flow_config = flow_matching_config(args, spec)  # an expert's sigmas stay on its side of the boundary
     logger.info(
         f"{len(dataset)} clips, {len(batch_sampler)} global batches of {args.train_batch_size} x "
         f"{accelerator.num_processes} per epoch; {max_train_steps} steps from step {state.global_step}"
@@ -118,7 +121,7 @@ def main(args):
             with accelerator.accumulate(transformer):
                 where = StepInputs(args.seed, state.global_step, micro_step)
                 first = accelerator.process_index * args.train_batch_size
-                loss = compute_loss(transformer, batch, flow_config, where, first, weight_dtype)
+                loss = compute_loss(transformer, batch, flow_config, where, first, weight_dtype, spec)
                 accelerator.backward(loss)
                 grad_norm = None
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
@@ -146,7 +149,9 @@ def main(args):
             if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
                 save_checkpoint(accelerator, args, state)
             if state.global_step % args.validation_steps == 0:
-                videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
+                videos = run_validation(
+                    accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task
+                )
             if state.global_step >= max_train_steps:
                 break
         if state.global_step >= max_train_steps:
@@ -157,7 +162,7 @@ def main(args):
         save_wan_lora(args.output_dir, accelerator.unwrap_model(transformer))
         save_vsa_config(args.output_dir, args)
     if state.global_step % args.validation_steps:
-        videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype)
+        videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task)
     if accelerator.is_main_process:
         if args.push_to_hub:
             recipe = {key: getattr(args, key) for key in ("rank", "lora_alpha", "learning_rate", "flow_shift")}

@@ -11,51 +11,51 @@ from typing import Any
 
 import numpy as np
 
+from .model_spec import WanModelSpec
+
 
 class DatasetModelMismatchError(ValueError):
     pass
 
 
-def dataset_model_mismatches(
-    card: dict[str, Any] | None,
-    model: str,
-    vae_config: dict[str, Any],
-    transformer_config: dict[str, Any],
-    task: str = "t2v",
-) -> list[str]:
+def dataset_model_mismatches(card: dict[str, Any] | None, model: str, spec: WanModelSpec) -> list[str]:
     """What in the dataset card disagrees with the model about to be trained (empty when they match)."""
     if card is None:
         return ["the dataset has no fastvideo_hf card metadata, so what made its latents is unknown"]
     problems = []
-    if card.get("task") != task:
-        problems.append(f"the dataset was made for task {card.get('task')!r}, this training is {task!r}")
-    if card.get("latent_channels") != vae_config.get("z_dim"):
+    task = card.get("task")
+    if task not in spec.tasks:
+        if task == "t2v":
+            problems.append(
+                "this model trains image-to-video but the dataset holds text-to-video latents (no first-frame "
+                "latents): re-run `fastvideo-hf preprocess --task i2v`"
+            )
+        else:
+            problems.append(f"the dataset was made for task {task!r}; this model trains {'/'.join(spec.tasks)}")
+    if task == "i2v" and bool(card.get("has_image_encoder")) != (spec.image_dim is not None):
         problems.append(
-            f"latent channels: dataset {card.get('latent_channels')}, model VAE z_dim {vae_config.get('z_dim')}"
+            "the dataset's CLIP features do not fit the model: "
+            f"dataset {'has' if card.get('has_image_encoder') else 'has no'} image features, "
+            f"the model {'takes' if spec.image_dim else 'takes no'} image embeddings"
         )
-    if card.get("text_dim") != transformer_config.get("text_dim"):
+    if card.get("latent_channels") != spec.latent_channels:
         problems.append(
-            f"text embedding size: dataset {card.get('text_dim')}, model text_dim {transformer_config.get('text_dim')}"
+            f"latent channels: dataset {card.get('latent_channels')}, model VAE z_dim {spec.latent_channels}"
         )
+    if card.get("text_dim") != spec.text_dim:
+        problems.append(f"text embedding size: dataset {card.get('text_dim')}, model text_dim {spec.text_dim}")
     for key in ("latents_mean", "latents_std"):
-        stored, expected = card.get(key), vae_config.get(key)
-        if stored is None or expected is None or not np.allclose(stored, expected, atol=1e-4):
+        stored, expected = card.get(key), getattr(spec, key)
+        if stored is None or len(stored) != len(expected) or not np.allclose(stored, expected, atol=1e-4):
             problems.append(f"{key} of the dataset's VAE differs from the model's")
     if not _same_model(card.get("model"), model):
         problems.append(f"encoded with {card.get('model')!r}, training {model!r}")
     return problems
 
 
-def _same_model(encoded_with: str | None, model: str) -> bool:
-    """Same id or path, or the same repo name (a Hub id and a local download of it)."""
-    if encoded_with is None:
-        return False
-    return Path(encoded_with).resolve() == Path(model).resolve() or Path(encoded_with).name == Path(model).name
-
-
-def check_dataset_matches_model(card, model, vae_config, transformer_config, task="t2v", allow_mismatch=False):
+def check_dataset_matches_model(card, model: str, spec: WanModelSpec, allow_mismatch: bool = False) -> list[str]:
     """Raise ``DatasetModelMismatchError`` listing every mismatch, unless ``allow_mismatch``."""
-    problems = dataset_model_mismatches(card, model, vae_config, transformer_config, task)
+    problems = dataset_model_mismatches(card, model, spec)
     if problems and not allow_mismatch:
         raise DatasetModelMismatchError(
             "The dataset does not match the model:\n  - "
@@ -64,3 +64,10 @@ def check_dataset_matches_model(card, model, vae_config, transformer_config, tas
             " (e.g. the same model under another path or id)."
         )
     return problems
+
+
+def _same_model(encoded_with: str | None, model: str) -> bool:
+    """Same id or path, or the same repo name (a Hub id and a local download of it)."""
+    if encoded_with is None:
+        return False
+    return Path(encoded_with).resolve() == Path(model).resolve() or Path(encoded_with).name == Path(model).name

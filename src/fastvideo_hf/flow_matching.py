@@ -38,6 +38,11 @@ def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
+def unshift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """Inverse of ``shift_sigmas``."""
+    return sigmas / (shift - (shift - 1) * sigmas)
+
+
 def sample_generators(seed: int, step: int, micro_step: int, positions: list[int]) -> list[torch.Generator]:
     """One CPU generator per sample, seeded by where the sample sits in training, not by who computes it."""
     return [
@@ -61,8 +66,12 @@ def sample_sigmas(config: FlowMatchingConfig, generators: list[torch.Generator])
             for generator in generators
         ]
     )
-    sigmas = shift_sigmas(u.clamp(0.0, 1.0), config.flow_shift)
-    return config.min_sigma + (config.max_sigma - config.min_sigma) * sigmas
+    # An expert's range [min_sigma, max_sigma] is mapped back through the shift, so the draw keeps its shape
+    # inside the range (for uniform it is exactly the conditional distribution).
+    low, high = (
+        unshift_sigmas(torch.tensor(bound), config.flow_shift) for bound in (config.min_sigma, config.max_sigma)
+    )
+    return shift_sigmas(low + (high - low) * u.clamp(0.0, 1.0), config.flow_shift)
 
 
 @dataclass
@@ -101,6 +110,12 @@ def interpolate(
     return (1.0 - sigma) * latents + sigma * noise, sigmas * NUM_TRAIN_TIMESTEPS, noise - latents
 
 
-def flow_matching_loss(model_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of the predicted velocity, computed in float32."""
-    return torch.nn.functional.mse_loss(model_pred.float(), target.float())
+def flow_matching_loss(
+    model_pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error of the predicted velocity in float32, over the positions where ``mask`` is 1."""
+    error = (model_pred.float() - target.float()) ** 2
+    if mask is None:
+        return error.mean()
+    mask = mask.float().expand_as(error)
+    return (error * mask).sum() / mask.sum()

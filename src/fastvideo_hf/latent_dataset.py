@@ -22,11 +22,12 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .encoders import WAN_MAX_SEQUENCE_LENGTH
-from .schema import columns_to_tensor
+from .schema import columns_to_tensor, has_tensor
 
 logger = logging.getLogger(__name__)
 
 TENSOR_COLUMNS = ("vae_latent", "text_embedding")
+IMAGE_TENSOR_COLUMNS = ("first_frame_latent", "clip_feature")  # image-to-video datasets
 
 
 def load_latent_dataset(name_or_path: str, revision: str | None = None, split: str = "train"):
@@ -62,13 +63,20 @@ class LatentDataset(Dataset):
         latents_std: list[float],
         max_sequence_length: int = WAN_MAX_SEQUENCE_LENGTH,
     ):
-        columns = [f"{name}_{part}" for name in TENSOR_COLUMNS for part in ("bytes", "shape", "dtype")]
+        self.tensors = TENSOR_COLUMNS + tuple(
+            name for name in IMAGE_TENSOR_COLUMNS if f"{name}_bytes" in hf_dataset.column_names
+        )
+        columns = [f"{name}_{part}" for name in self.tensors for part in ("bytes", "shape", "dtype")]
         self.rows = hf_dataset.select_columns(columns)
         self.shapes = [tuple(shape) for shape in hf_dataset["vae_latent_shape"]]
         channels = len(latents_mean)
         self.latents_mean = torch.tensor(latents_mean, dtype=torch.float32).view(channels, 1, 1, 1)
         self.latents_std = torch.tensor(latents_std, dtype=torch.float32).view(channels, 1, 1, 1)
         self.max_sequence_length = max_sequence_length
+
+    @property
+    def task(self) -> str:
+        return "i2v" if "first_frame_latent" in self.tensors else "t2v"
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -80,15 +88,19 @@ class LatentDataset(Dataset):
         embedding = columns_to_tensor(row, "text_embedding").float()[: self.max_sequence_length]
         padded = embedding.new_zeros(self.max_sequence_length, embedding.shape[1])
         padded[: embedding.shape[0]] = embedding
-        return {"latents": latents, "prompt_embeds": padded, "index": index}
+        item = {"latents": latents, "prompt_embeds": padded, "index": index}
+        for name in self.tensors[2:]:
+            if has_tensor(row, name):  # first-frame latents are stored normalized, as the I2V pipeline makes them
+                item[name] = columns_to_tensor(row, name).float()
+        return item
 
 
 def collate_latents(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {
-        "latents": torch.stack([example["latents"] for example in examples]),
-        "prompt_embeds": torch.stack([example["prompt_embeds"] for example in examples]),
-        "index": torch.tensor([example["index"] for example in examples]),
-    }
+    batch = {"index": torch.tensor([example["index"] for example in examples])}
+    for name in examples[0]:
+        if name != "index":
+            batch[name] = torch.stack([example[name] for example in examples])
+    return batch
 
 
 class SameShapeBatchSampler(Sampler[list[int]]):
@@ -131,6 +143,10 @@ class SameShapeBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self._batches()
+
+    @property
+    def task(self) -> str:
+        return "i2v" if "first_frame_latent" in self.tensors else "t2v"
 
     def __len__(self) -> int:
         return sum(-(-len(indices) // self.batch_size) for indices in self.buckets.values())

@@ -42,6 +42,8 @@ from .latent_dataset import (
     load_latent_dataset,
     read_dataset_card_metadata,
 )
+from .model_spec import EXPERT_SUBFOLDERS, WanModelSpec
+from .transformer_inputs import build_transformer_call
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +75,28 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
     return accelerator
 
 
+def transformer_slot(args: argparse.Namespace, spec: WanModelSpec) -> str:
+    """Which transformer of the pipeline this run trains: Wan2.2 A14B needs ``--expert high|low``."""
+    expert = getattr(args, "expert", None)
+    if spec.has_experts and expert is None:
+        raise ValueError(
+            f"this model has two experts split at timestep {spec.boundary_ratio * 1000:g}: pass --expert high "
+            "(transformer, high noise) or --expert low (transformer_2, low noise); train them in two runs"
+        )
+    spec.sigma_range(expert)  # refuses --expert on a one-transformer model
+    return EXPERT_SUBFOLDERS[expert] if expert else "transformer"
+
+
 def weight_dtype_for(accelerator: Accelerator) -> torch.dtype:
     """dtype of frozen weights and model inputs: the mixed-precision dtype, else float32."""
     return WEIGHT_DTYPES.get(accelerator.mixed_precision, torch.float32)
 
 
-def flow_matching_config(args: argparse.Namespace) -> FlowMatchingConfig:
+def flow_matching_config(args: argparse.Namespace, spec: WanModelSpec) -> FlowMatchingConfig:
+    min_sigma, max_sigma = spec.sigma_range(getattr(args, "expert", None))
     return FlowMatchingConfig(
+        min_sigma=min_sigma,
+        max_sigma=max_sigma,
         weighting_scheme=args.weighting_scheme,
         logit_mean=args.logit_mean,
         logit_std=args.logit_std,
@@ -89,21 +106,17 @@ def flow_matching_config(args: argparse.Namespace) -> FlowMatchingConfig:
     )
 
 
-def load_checked_latent_dataset(args: argparse.Namespace, vae_config: dict, transformer_config: dict) -> LatentDataset:
+def load_checked_latent_dataset(args: argparse.Namespace, spec: WanModelSpec) -> LatentDataset:
     """The latent dataset, after checking its card against the model (refusing a mismatch)."""
     card = read_dataset_card_metadata(args.dataset_name, args.dataset_revision)
     problems = check_dataset_matches_model(
-        card,
-        args.pretrained_model_name_or_path,
-        vae_config,
-        transformer_config,
-        allow_mismatch=args.allow_model_mismatch,
+        card, args.pretrained_model_name_or_path, spec, allow_mismatch=args.allow_model_mismatch
     )
     for problem in problems:
         logger.warning("dataset/model mismatch allowed by --allow_model_mismatch: %s", problem)
     hf_dataset = load_latent_dataset(args.dataset_name, args.dataset_revision)
     max_sequence_length = (card or {}).get("max_sequence_length", 512)
-    return LatentDataset(hf_dataset, vae_config["latents_mean"], vae_config["latents_std"], max_sequence_length)
+    return LatentDataset(hf_dataset, spec.latents_mean, spec.latents_std, max_sequence_length)
 
 
 def create_dataloader(
@@ -183,19 +196,22 @@ def compute_loss(
     where: StepInputs,
     first_position: int,
     dtype: torch.dtype,
+    spec: WanModelSpec,
 ) -> torch.Tensor:
     """Flow-matching loss of one (per-process) micro-batch; ``first_position`` is its offset in the global batch."""
     latents = batch["latents"]
     positions = list(range(first_position, first_position + latents.shape[0]))
     generators = sample_generators(where.seed, where.global_step, where.micro_step, positions)
     inputs = make_training_batch(latents, batch["prompt_embeds"], config, generators)
-    model_pred = transformer(
-        hidden_states=inputs.noisy_latents.to(dtype),
-        timestep=inputs.timesteps,
-        encoder_hidden_states=inputs.prompt_embeds.to(dtype),
-        return_dict=False,
-    )[0]
-    return flow_matching_loss(model_pred, inputs.target)
+    call = build_transformer_call(
+        spec,
+        inputs.noisy_latents,
+        inputs.timesteps,
+        inputs.prompt_embeds,
+        batch.get("first_frame_latent"),
+        batch.get("clip_feature"),
+    )
+    return flow_matching_loss(call.run(transformer, dtype), inputs.target, call.loss_mask)
 
 
 def resume_state(accelerator: Accelerator, args: argparse.Namespace) -> TrainingState:
@@ -223,7 +239,7 @@ def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, state: T
 
 @torch.no_grad()
 def held_out_loss(
-    transformer, dataset: LatentDataset, sigmas: list[float], seed: int = 0, dtype=torch.float32
+    transformer, dataset: LatentDataset, spec: WanModelSpec, sigmas: list[float], seed: int = 0, dtype=torch.float32
 ) -> float:
     """Mean flow-matching loss over every row of ``dataset`` at fixed ``sigmas`` and fixed noise.
 
@@ -235,19 +251,16 @@ def held_out_loss(
     device = next(transformer.parameters()).device
     total, count = 0.0, 0
     for index in range(len(dataset)):
-        row = collate_latents([dataset[index]])
-        latents, prompt_embeds = row["latents"].to(device), row["prompt_embeds"].to(device)
+        row = {name: value.to(device) for name, value in collate_latents([dataset[index]]).items()}
+        latents = row["latents"]
         for sigma_index, sigma in enumerate(sigmas):
             generator = torch.Generator().manual_seed(seed * 1_000_003 + index * 1_009 + sigma_index)
             noise = torch.randn(latents.shape, generator=generator).to(device)
             noisy, timesteps, target = interpolate(latents, noise, torch.full((1,), sigma, device=device))
-            pred = transformer(
-                hidden_states=noisy.to(dtype),
-                timestep=timesteps,
-                encoder_hidden_states=prompt_embeds.to(dtype),
-                return_dict=False,
-            )[0]
-            total += flow_matching_loss(pred, target).item()
+            call = build_transformer_call(
+                spec, noisy, timesteps, row["prompt_embeds"], row.get("first_frame_latent"), row.get("clip_feature")
+            )
+            total += flow_matching_loss(call.run(transformer, dtype), target, call.loss_mask).item()
             count += 1
     transformer.train(was_training)
     return total / count

@@ -29,6 +29,13 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
         action="store_true",
         help="Train even if the dataset card says its latents were made for another model (not recommended).",
     )
+    model.add_argument(
+        "--expert",
+        default=None,
+        choices=["high", "low"],
+        help="Wan2.2 A14B: train the high-noise expert (transformer) or the low-noise one (transformer_2); each "
+        "sees only timesteps on its side of the model's boundary.",
+    )
     model.add_argument("--dataloader_num_workers", type=int, default=0, help="Worker processes of the dataloader.")
 
     run = parser.add_argument_group("run")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .video_writer import write_mp4
 from .vsa import vsa_context
@@ -86,8 +87,10 @@ def generate_validation_videos(
     results = []
     for index, entry in enumerate(entries):
         generator = torch.Generator(device="cpu").manual_seed(seed + index)
+        image = {"image": Image.open(entry.image_path).convert("RGB")} if entry.image_path else {}
         with torch.no_grad():
             frames = pipeline(
+                **image,
                 prompt=entry.caption,
                 height=entry.height,
                 width=entry.width,
@@ -123,13 +126,18 @@ def log_validation_videos(accelerator, results, step: int, fps: int) -> None:
             tracker.log({"validation": videos}, step=step)
 
 
-def run_validation(accelerator, args, transformer, step: int, dtype: torch.dtype) -> list[Path]:
-    """Generate and log the validation videos of ``step`` with ``WanPipeline`` around ``transformer``.
+def run_validation(
+    accelerator, args, transformer, step: int, dtype: torch.dtype, slot: str = "transformer", task: str = "t2v"
+) -> list[Path]:
+    """Generate and log the validation videos of ``step`` with Wan's pipeline around ``transformer``.
+
+    ``slot`` is where the trained transformer goes (``transformer_2`` for Wan2.2's low-noise expert); image-to-
+    video uses ``WanImageToVideoPipeline`` and the entries' ``image_path``.
 
     Call it on every process. It runs on the main process only, except with FSDP / DeepSpeed, where the
     sharded transformer's forward needs every process (they generate together; only the main one writes).
     """
-    from diffusers import WanPipeline
+    from diffusers import WanImageToVideoPipeline, WanPipeline
 
     from .checkpoint_hooks import SHARDED_TYPES
 
@@ -144,13 +152,21 @@ def run_validation(accelerator, args, transformer, step: int, dtype: torch.dtype
         args.validation_num_frames,
         args.validation_num_inference_steps,
     )
+    if task == "i2v":
+        skipped = [entry.caption for entry in entries if entry.image_path is None]
+        if skipped:
+            logger.warning("image-to-video validation needs image_path; skipping %d entries", len(skipped))
+        entries = [entry for entry in entries if entry.image_path is not None]
+    else:
+        entries = [replace(entry, image_path=None) for entry in entries]  # text-to-video ignores images
     if not entries:
         return []
-    pipeline = WanPipeline.from_pretrained(
+    pipeline_class = WanImageToVideoPipeline if task == "i2v" else WanPipeline
+    pipeline = pipeline_class.from_pretrained(
         args.pretrained_model_name_or_path,
-        transformer=accelerator.unwrap_model(transformer),
         revision=args.revision,
         torch_dtype=dtype,
+        **{slot: accelerator.unwrap_model(transformer)},
     ).to(accelerator.device)
     pipeline.set_progress_bar_config(disable=True)
     was_training = transformer.training
