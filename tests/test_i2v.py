@@ -162,3 +162,44 @@ def test_a_t2v_dataset_is_refused_by_i2v_training(tmp_path, i2v, latents_dir):
     assert result.returncode != 0
     assert "trains image-to-video but the dataset holds text-to-video latents" in result.stderr
     assert "--task i2v" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["train_wan.py", "train_wan_lora.py"])
+def test_both_experts_train_in_one_run_each_on_its_timesteps(tmp_path, i2v, script):
+    model_dir, latents = i2v["wan2.2-a14b"]
+    output = tmp_path / "both"
+    extra = ["--rank", "4"] if "lora" in script else []
+    run_training(script, model_dir, latents, output, *FLAGS, "--expert", "both", "--train_batch_size", "4", *extra)
+    pipe = WanImageToVideoPipeline.from_pretrained(model_dir)
+    if "lora" in script:
+        pipe.load_lora_weights(output)
+        pipe.load_lora_weights(
+            output, weight_name="pytorch_lora_weights_transformer_2.safetensors", load_into_transformer_2=True
+        )
+        assert pipe.transformer.peft_config and pipe.transformer_2.peft_config
+        return
+    for slot in ("transformer", "transformer_2"):
+        base = load_file(model_dir / slot / "diffusion_pytorch_model.safetensors")
+        trained = load_file(output / slot / "diffusion_pytorch_model.safetensors")
+        assert any(not torch.equal(trained[key], base[key]) for key in base), f"{slot} did not train"
+
+
+def test_experts_route_each_sample_by_its_timestep(i2v):
+    from fastvideo_hf.experts import WanExperts
+
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image, return_dict):
+            calls.append((self.name, timestep.tolist()))
+            return (hidden_states * (1 if self.name == "high" else -1),)
+
+    experts = WanExperts(Recorder("high"), Recorder("low"), boundary_ratio=0.9)
+    x = torch.arange(4.0).view(4, 1, 1, 1, 1) + 1
+    (out,) = experts(x, torch.tensor([950.0, 100.0, 900.0, 899.0]), torch.zeros(4, 2, 3))
+    assert calls == [("high", [950.0, 900.0]), ("low", [100.0, 899.0])]
+    assert out.flatten().tolist() == [1.0, -2.0, 3.0, -4.0]

@@ -16,12 +16,12 @@ import logging
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedType, set_seed
-from diffusers import WanTransformer3DModel
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from fastvideo_hf.checkpoint_hooks import register_full_finetune_hooks
+from fastvideo_hf.checkpoint_hooks import register_full_finetune_hooks, save_full_outputs
 from fastvideo_hf.checkpointing import TrainingState
+from fastvideo_hf.experts import expert_modules
 from fastvideo_hf.hub import push_training_output
 from fastvideo_hf.model_spec import WanModelSpec
 from fastvideo_hf.training import (
@@ -32,12 +32,12 @@ from fastvideo_hf.training import (
     create_optimizer,
     flow_matching_config,
     load_checked_latent_dataset,
+    load_transformer_to_train,
     resume_state,
     save_checkpoint,
     save_vsa_config,
     setup_vsa,
     training_length,
-    transformer_slot,
     update_vsa_sparsity,
     weight_dtype_for,
 )
@@ -65,8 +65,8 @@ def main(args):
     # The transformer is the only model in memory; the VAE config gives the latent normalization.
     model, revision = args.pretrained_model_name_or_path, args.revision
     spec = WanModelSpec.from_pretrained(model, revision)  # T2V / I2V / Wan2.2 experts / TI2V, from the config
-    slot = transformer_slot(args, spec)  # "transformer", or "transformer_2" for Wan2.2's low-noise expert
-    transformer = WanTransformer3DModel.from_pretrained(model, subfolder=slot, revision=revision)
+    # One transformer in its pipeline slot, or both Wan2.2 A14B experts (--expert both) routed by timestep
+    transformer, slot = load_transformer_to_train(args, spec)
     weight_dtype = weight_dtype_for(accelerator)
     transformer.requires_grad_(True)
     transformer.to(dtype=torch.float32)  # master weights; autocast computes in weight_dtype
@@ -74,8 +74,9 @@ def main(args):
         transformer.to(accelerator.device)  # FSDP moves each shard itself: no full copy on every GPU
     vsa = setup_vsa(transformer, args)  # adds the zero gate projection (trained with the rest)
     if args.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
-    register_full_finetune_hooks(accelerator)
+        for expert in expert_modules(transformer).values():
+            expert.enable_gradient_checkpointing()
+    register_full_finetune_hooks(accelerator, slot)
 
     trained_parameters = list(transformer.parameters())
     optimizer = create_optimizer(trained_parameters, args)
@@ -152,8 +153,10 @@ def main(args):
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(transformer)  # gathers FSDP / DeepSpeed shards on every process
     if accelerator.is_main_process:
-        accelerator.unwrap_model(transformer).save_pretrained(f"{args.output_dir}/{slot}", state_dict=state_dict)
-        save_vsa_config(f"{args.output_dir}/{slot}", args)
+        trained = accelerator.unwrap_model(transformer)
+        save_full_outputs(args.output_dir, trained, slot, state_dict)
+        for name in expert_modules(trained, slot):
+            save_vsa_config(f"{args.output_dir}/{name}", args)
     if state.global_step % args.validation_steps:
         videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task)
     if accelerator.is_main_process:

@@ -15,16 +15,15 @@ import logging
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from diffusers import WanTransformer3DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params
 from peft import LoraConfig
 from tqdm.auto import tqdm
 
-from fastvideo_hf.checkpoint_hooks import register_lora_hooks
+from fastvideo_hf.checkpoint_hooks import register_lora_hooks, save_lora_outputs
 from fastvideo_hf.checkpointing import TrainingState
+from fastvideo_hf.experts import expert_modules
 from fastvideo_hf.hub import push_training_output
-from fastvideo_hf.lora_formats import save_wan_lora
 from fastvideo_hf.model_spec import WanModelSpec
 from fastvideo_hf.training import (
     StepInputs,
@@ -34,12 +33,12 @@ from fastvideo_hf.training import (
     create_optimizer,
     flow_matching_config,
     load_checked_latent_dataset,
+    load_transformer_to_train,
     resume_state,
     save_checkpoint,
     save_vsa_config,
     setup_vsa,
     training_length,
-    transformer_slot,
     update_vsa_sparsity,
     weight_dtype_for,
 )
@@ -67,23 +66,24 @@ def main(args):
     # The transformer is the only model in memory; the VAE config gives the latent normalization.
     model, revision = args.pretrained_model_name_or_path, args.revision
     spec = WanModelSpec.from_pretrained(model, revision)  # T2V / I2V / Wan2.2 experts / TI2V, from the config
-    slot = transformer_slot(args, spec)  # "transformer", or "transformer_2" for Wan2.2's low-noise expert
-    transformer = WanTransformer3DModel.from_pretrained(model, subfolder=slot, revision=revision)
+    # One transformer in its pipeline slot, or both Wan2.2 A14B experts (--expert both) routed by timestep
+    transformer, slot = load_transformer_to_train(args, spec)
     weight_dtype = weight_dtype_for(accelerator)
     transformer.requires_grad_(False)
     transformer.to(accelerator.device, dtype=weight_dtype)
     vsa = setup_vsa(transformer, args)  # adds the zero gate projection to every self-attention
 
     target_modules = [name.strip() for name in args.lora_target_modules.split(",")]
-    if vsa is not None:
+    if vsa:
         target_modules.append("to_gate_compress")  # the gate trains as a LoRA on its zero base, saved with it
-    transformer.add_adapter(
-        LoraConfig(r=args.rank, lora_alpha=args.lora_alpha, init_lora_weights=True, target_modules=target_modules)
-    )
+    for expert in expert_modules(transformer).values():
+        expert.add_adapter(
+            LoraConfig(r=args.rank, lora_alpha=args.lora_alpha, init_lora_weights=True, target_modules=target_modules)
+        )
+        if args.gradient_checkpointing:
+            expert.enable_gradient_checkpointing()
     cast_training_params(transformer, dtype=torch.float32)  # LoRA weights train in fp32 under any mixed precision
-    if args.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
-    register_lora_hooks(accelerator)
+    register_lora_hooks(accelerator, slot)
 
     lora_parameters = [param for param in transformer.parameters() if param.requires_grad]
     optimizer = create_optimizer(lora_parameters, args)
@@ -159,7 +159,7 @@ def main(args):
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_wan_lora(args.output_dir, accelerator.unwrap_model(transformer))
+        save_lora_outputs(args.output_dir, accelerator.unwrap_model(transformer), slot)
         save_vsa_config(args.output_dir, args)
     if state.global_step % args.validation_steps:
         videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task)

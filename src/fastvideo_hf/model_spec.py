@@ -62,7 +62,7 @@ class WanModelSpec:
 
     def sigma_range(self, expert: str | None) -> tuple[float, float]:
         """The sigmas an expert sees: high noise at or above the boundary, low noise below it."""
-        if expert is None:
+        if expert is None or (expert == "both" and self.has_experts):
             return 0.0, 1.0
         if not self.has_experts:
             raise ValueError("--expert is only for two-expert models (Wan2.2 A14B); this model has one transformer")

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+)
 from torch.utils.data import DataLoader
 
 from .checkpointing import (
@@ -28,6 +33,7 @@ from .checkpointing import (
     save_training_state,
 )
 from .dataset_checks import check_dataset_matches_model
+from .experts import SLOTS, WanExperts, expert_modules
 from .flow_matching import (
     FlowMatchingConfig,
     flow_matching_loss,
@@ -66,7 +72,11 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
         project_config=project_config,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         # Validation runs on the main process while the others wait: give it more than NCCL's 10 minutes.
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=args.process_group_timeout))],
+        kwargs_handlers=[
+            InitProcessGroupKwargs(timeout=timedelta(seconds=args.process_group_timeout)),
+            # with both experts, a process whose batch holds no sample of one expert leaves its weights unused
+            DistributedDataParallelKwargs(find_unused_parameters=getattr(args, "expert", None) == "both"),
+        ],
         cpu=not torch.accelerator.is_available(),
     )
     if accelerator.state.deepspeed_plugin is not None:
@@ -75,16 +85,24 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
     return accelerator
 
 
-def transformer_slot(args: argparse.Namespace, spec: WanModelSpec) -> str:
-    """Which transformer of the pipeline this run trains: Wan2.2 A14B needs ``--expert high|low``."""
+def load_transformer_to_train(args: argparse.Namespace, spec: WanModelSpec) -> tuple[torch.nn.Module, str]:
+    """(the model to train, its pipeline slot). Wan2.2 A14B needs ``--expert high|low|both``; ``both`` gives
+    a ``WanExperts`` holding ``transformer`` and ``transformer_2``."""
+    from diffusers import WanTransformer3DModel
+
     expert = getattr(args, "expert", None)
     if spec.has_experts and expert is None:
         raise ValueError(
             f"this model has two experts split at timestep {spec.boundary_ratio * 1000:g}: pass --expert high "
-            "(transformer, high noise) or --expert low (transformer_2, low noise); train them in two runs"
+            "(transformer, high noise), --expert low (transformer_2, low noise) or --expert both"
         )
     spec.sigma_range(expert)  # refuses --expert on a one-transformer model
-    return EXPERT_SUBFOLDERS[expert] if expert else "transformer"
+    model, revision = args.pretrained_model_name_or_path, args.revision
+    if expert == "both":
+        high, low = (WanTransformer3DModel.from_pretrained(model, subfolder=s, revision=revision) for s in SLOTS)
+        return WanExperts(high, low, spec.boundary_ratio), "transformer"
+    slot = EXPERT_SUBFOLDERS[expert] if expert else "transformer"
+    return WanTransformer3DModel.from_pretrained(model, subfolder=slot, revision=revision), slot
 
 
 def weight_dtype_for(accelerator: Accelerator) -> torch.dtype:
@@ -152,25 +170,26 @@ def create_optimizer(params, args: argparse.Namespace) -> torch.optim.Optimizer:
     )
 
 
-def setup_vsa(transformer, args: argparse.Namespace):
-    """Install VSA when ``--attention_backend vsa`` (before any adapter, so the gate can carry one)."""
+def setup_vsa(model, args: argparse.Namespace) -> list:
+    """Install VSA in every trained transformer when ``--attention_backend vsa`` (before any adapter, so the
+    gate can carry one); returns their contexts (empty without VSA)."""
     if args.attention_backend != "vsa":
-        return None
+        return []
     from .vsa import enable_vsa
 
-    return enable_vsa(transformer, sparsity=0.0, backend=args.vsa_backend)
+    return [enable_vsa(expert, sparsity=0.0, backend=args.vsa_backend) for expert in expert_modules(model).values()]
 
 
-def update_vsa_sparsity(context, args: argparse.Namespace, global_step: int) -> float | None:
+def update_vsa_sparsity(contexts: list, args: argparse.Namespace, global_step: int) -> float | None:
     """Set the sparsity of the ramp at ``global_step``; returns it (None without VSA)."""
-    if context is None:
+    if not contexts:
         return None
     from .vsa import vsa_sparsity_at_step
 
-    context.sparsity = vsa_sparsity_at_step(
-        global_step, args.vsa_sparsity, args.vsa_decay_rate, args.vsa_decay_interval_steps
-    )
-    return context.sparsity
+    sparsity = vsa_sparsity_at_step(global_step, args.vsa_sparsity, args.vsa_decay_rate, args.vsa_decay_interval_steps)
+    for context in contexts:
+        context.sparsity = sparsity
+    return sparsity
 
 
 def save_vsa_config(folder: str | Path, args: argparse.Namespace) -> None:

@@ -32,9 +32,9 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
     model.add_argument(
         "--expert",
         default=None,
-        choices=["high", "low"],
-        help="Wan2.2 A14B: train the high-noise expert (transformer) or the low-noise one (transformer_2); each "
-        "sees only timesteps on its side of the model's boundary.",
+        choices=["high", "low", "both"],
+        help="Wan2.2 A14B: train the high-noise expert (transformer), the low-noise one (transformer_2), or both "
+        "in one run; each expert sees only timesteps on its side of the model's boundary.",
     )
     model.add_argument("--dataloader_num_workers", type=int, default=0, help="Worker processes of the dataloader.")
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .experts import expert_modules
 from .video_writer import write_mp4
 from .vsa import vsa_context
 
@@ -166,15 +167,16 @@ def run_validation(
         args.pretrained_model_name_or_path,
         revision=args.revision,
         torch_dtype=dtype,
-        **{slot: accelerator.unwrap_model(transformer)},
+        **expert_modules(accelerator.unwrap_model(transformer), slot),
     ).to(accelerator.device)
     pipeline.set_progress_bar_config(disable=True)
     was_training = transformer.training
     transformer.eval()
-    vsa = vsa_context(accelerator.unwrap_model(transformer))
-    ramp_sparsity = vsa.sparsity if vsa else None
-    if vsa:
-        vsa.sparsity = args.vsa_sparsity  # validate at the target sparsity, as inference will run
+    contexts = [vsa_context(expert) for expert in expert_modules(accelerator.unwrap_model(transformer)).values()]
+    contexts = [context for context in contexts if context is not None]
+    ramp_sparsity = [context.sparsity for context in contexts]
+    for context in contexts:
+        context.sparsity = args.vsa_sparsity  # validate at the target sparsity, as inference will run
     output_dir = Path(args.output_dir) / "validation" / f"step-{step}"
     results = generate_validation_videos(
         pipeline,
@@ -186,8 +188,8 @@ def run_validation(
         write=accelerator.is_main_process,
     )
     transformer.train(was_training)
-    if vsa:
-        vsa.sparsity = ramp_sparsity
+    for context, sparsity in zip(contexts, ramp_sparsity, strict=True):
+        context.sparsity = sparsity
     if not accelerator.is_main_process:
         return []
     log_validation_videos(accelerator, results, step, args.validation_fps)
