@@ -43,6 +43,14 @@ demo: setup
 		--height 64 --width 96 --num_frames 17 --num_inference_steps 8 --output $(DEMO_DIR)/lora_video.mp4
 	$(VENV)/bin/fastvideo-hf plot-loss lora=$(DEMO_DIR)/lora/logs full=$(DEMO_DIR)/full/logs \
 		--output $(DEMO_DIR)/loss_curve.png
+	# image-to-video on a tiny Wan2.1 I2V model: first-frame latents + CLIP features, then a short LoRA run
+	$(VENV)/bin/fastvideo-hf tiny-model --task i2v --model wan2.1 --output $(DEMO_DIR)/tiny-wan-i2v
+	$(VENV)/bin/fastvideo-hf preprocess --task i2v --pretrained_model_name_or_path $(DEMO_DIR)/tiny-wan-i2v \
+		--data_dir $(DEMO_DIR)/raw --output_dir $(DEMO_DIR)/latents-i2v \
+		--height 64 --width 96 --num_frames 17 --fps 16 --samples_per_file 4
+	$(ACCELERATE) training_scripts/train_wan_lora.py --pretrained_model_name_or_path $(DEMO_DIR)/tiny-wan-i2v \
+		--dataset_name $(DEMO_DIR)/latents-i2v --output_dir $(DEMO_DIR)/lora-i2v --max_train_steps 20 \
+		--train_batch_size 2 --learning_rate 2e-3 --rank 16 --lora_alpha 16 --validation_steps 1000 --seed 0
 
 test: setup
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=10 tests
