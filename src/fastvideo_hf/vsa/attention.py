@@ -116,6 +116,11 @@ def _fine_stage_torch(q_t, k_t, v_t, layout: TileLayout, tile_index: torch.Tenso
     return out.view(batch, heads, num_tiles, TILE_TOKENS, dim)
 
 
+# FlexAttention is compiled per token grid and per grad mode; past torch's default of 8 recompiles it would
+# silently fall back to a path that materialises the full score matrix (tens of GB at Wan's sizes).
+FLEX_RECOMPILE_LIMIT = 64
+
+
 @lru_cache(maxsize=1)
 def _compiled_flex_attention():
     from torch.nn.attention.flex_attention import flex_attention
@@ -154,18 +159,21 @@ def block_mask_from_tiles(layout: TileLayout, tile_index: torch.Tensor):
         full_kv_indices=padded(full_first),
         BLOCK_SIZE=TILE_TOKENS,
         mask_mod=key_is_real,
+        compute_q_blocks=torch.is_grad_enabled(),  # the query-side index is only read by the backward
     )
 
 
 def _fine_stage_flex(q_t, k_t, v_t, layout: TileLayout, tile_index: torch.Tensor) -> torch.Tensor:
     batch, heads, num_tiles, _, dim = q_t.shape
     block_mask = block_mask_from_tiles(layout, tile_index)
-    out = _compiled_flex_attention()(
-        q_t.flatten(2, 3).contiguous(),
-        k_t.flatten(2, 3).contiguous(),
-        v_t.flatten(2, 3).contiguous(),
-        block_mask=block_mask,
-    )
+    limit = max(torch._dynamo.config.recompile_limit, FLEX_RECOMPILE_LIMIT)
+    with torch._dynamo.config.patch(recompile_limit=limit):
+        out = _compiled_flex_attention()(
+            q_t.flatten(2, 3).contiguous(),
+            k_t.flatten(2, 3).contiguous(),
+            v_t.flatten(2, 3).contiguous(),
+            block_mask=block_mask,
+        )
     return out.view(batch, heads, num_tiles, TILE_TOKENS, dim)
 
 
