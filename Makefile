@@ -57,6 +57,8 @@ test: setup
 
 bench: setup
 	$(PY) bench/preprocess.py
+	$(PY) bench/train.py
+	$(PY) bench/vsa.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench training_scripts

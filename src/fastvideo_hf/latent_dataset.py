@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from .encoders import WAN_MAX_SEQUENCE_LENGTH
@@ -83,11 +84,10 @@ class LatentDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         row = self.rows[index]
-        latents = columns_to_tensor(row, "vae_latent").float()
-        latents = (latents - self.latents_mean) / self.latents_std
+        latents = columns_to_tensor(row, "vae_latent").float()  # a private copy: normalize in place
+        latents.sub_(self.latents_mean).div_(self.latents_std)
         embedding = columns_to_tensor(row, "text_embedding").float()[: self.max_sequence_length]
-        padded = embedding.new_zeros(self.max_sequence_length, embedding.shape[1])
-        padded[: embedding.shape[0]] = embedding
+        padded = F.pad(embedding, (0, 0, 0, self.max_sequence_length - embedding.shape[0]))
         item = {"latents": latents, "prompt_embeds": padded, "index": index}
         for name in self.tensors[2:]:
             if has_tensor(row, name):  # first-frame latents are stored normalized, as the I2V pipeline makes them
@@ -98,7 +98,11 @@ class LatentDataset(Dataset):
 def collate_latents(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     batch = {"index": torch.tensor([example["index"] for example in examples])}
     for name in examples[0]:
-        if name != "index":
+        if name == "index":
+            continue
+        if len(examples) == 1:  # batch size 1 (the usual one): a view, not a copy of a 15 MiB sample
+            batch[name] = examples[0][name].unsqueeze(0)
+        else:
             batch[name] = torch.stack([example[name] for example in examples])
     return batch
 
@@ -143,10 +147,6 @@ class SameShapeBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self._batches()
-
-    @property
-    def task(self) -> str:
-        return "i2v" if "first_frame_latent" in self.tensors else "t2v"
 
     def __len__(self) -> int:
         return sum(-(-len(indices) // self.batch_size) for indices in self.buckets.values())

@@ -147,6 +147,7 @@ def create_dataloader(
         batch_sampler=batch_sampler,
         collate_fn=collate_latents,
         num_workers=args.dataloader_num_workers,
+        persistent_workers=args.dataloader_num_workers > 0,  # no worker restart (and wait) at every epoch
         pin_memory=torch.cuda.is_available(),
     )
     return dataloader, batch_sampler

@@ -1,0 +1,345 @@
+"""Benchmark of ``fastvideo-hf preprocess``: throughput, where the time goes, and whether memory stays flat.
+
+Preprocessing streams videos one at a time into Parquet shards, so its peak memory should not depend on how many
+videos it encodes. This script checks that: it writes N and 4N demo videos and a tiny random Wan pipeline, then
+preprocesses each set in a fresh subprocess (so each run's peak RSS is its own). Each count runs ``--repeats``
+times, interleaved (N, 4N, N, 4N, ...) so that drift of a shared machine hits both counts alike, and the table
+gives per count the medians over the repeats of the wall time, videos/s, encode seconds per video, the split of
+time between decode, text encode, VAE encode, write and the rest, and the peak RSS (with its min and max).
+
+Two memory checks:
+
+* spike: median peak RSS(4N) / median peak RSS(N) <= 1.10. A peak is one moment of a run, so a single run is
+  noisy (ratios of 0.94 to 1.15 were seen); the median of the repeats is what decides.
+* growth: within each 4N run, the RSS after the last video minus the RSS after the 8th video (once the allocator
+  has warmed up), median over the repeats. Memory held per video would add up here whatever the spikes do: the
+  float32 VAE input of one default clip (33x3x128x192) is 9 MiB, so holding it would add over 200 MiB over the 24
+  videos of the default 4N run, while the allocator's own swing between videos is about +-30 MiB. Goal: <= 64 MiB.
+
+The frame size and clip length default to a size where the tiny VAE does visible work while the whole benchmark
+takes about 1.5 minutes on two quiet cores (several times longer while other jobs compete for the cores);
+``--fps`` defaults to 32 so that 33 frames span 1 s and every demo clip (the shortest is 1.25 s) yields a row. The
+encoders are loaded before the clock starts and reported apart (``load``), so the time split is the per-video
+work only.
+
+Run it with ``make bench`` or ``.venv/bin/python bench/preprocess.py``; it prints markdown tables and writes JSON
+with every run's measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+RSS_GOAL = 1.10  # median peak RSS of 4N videos may exceed that of N videos by at most 10%
+GROWTH_FROM_VIDEO = 8  # the growth check starts after this many videos of the 4N run (allocator warmed up)
+GROWTH_GOAL_MIB = 64.0  # RSS after the last video of the 4N run minus after video GROWTH_FROM_VIDEO, median
+STAGES = ("decode", "text_encode", "vae_encode", "write")
+MIB = 1024 * 1024
+RUN_FLAGS = ("height", "width", "num_frames", "fps", "samples_per_file")  # passed on to each measured run
+
+
+def model_dir(work_dir: Path) -> Path:
+    return work_dir / "tiny-wan-t2v"
+
+
+def videos_dir(work_dir: Path, num_videos: int) -> Path:
+    return work_dir / f"videos_{num_videos}"
+
+
+def latents_dir(work_dir: Path, num_videos: int) -> Path:
+    return work_dir / f"latents_{num_videos}"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MIB if sys.platform == "darwin" else peak / 1024
+
+
+def run_child(args: argparse.Namespace) -> None:
+    """Preprocess ``args._child`` videos in this process and print the measurements as one JSON line."""
+    import psutil
+
+    from fastvideo_hf.builder import WanLatents
+
+    num_videos = args._child
+    builder = WanLatents(
+        task="t2v",
+        pretrained_model_name_or_path=str(model_dir(args.work_dir)),
+        data_dir=str(videos_dir(args.work_dir, num_videos)),
+        height=args.height,
+        width=args.width,
+        num_frames=args.num_frames,
+        fps=args.fps,
+        samples_per_file=args.samples_per_file,
+        cache_dir=str(args.work_dir / "datasets_cache"),  # the builder's lock files stay in the work folder
+    )
+    started = time.perf_counter()
+    builder.encoders  # noqa: B018 -- load the models now, so their load time is not counted as text encoding
+    load_seconds = time.perf_counter() - started
+
+    # Per video: its encode time (the median shrugs off stalls of a shared machine) and the current RSS after it
+    # (a rising trace shows memory held across videos).
+    process, seconds_per_video, rss_after_video = psutil.Process(), [], []
+    encode_input = builder.encode_input
+
+    def encode_and_record(item: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        row = encode_input(item)
+        seconds_per_video.append(time.perf_counter() - started)
+        rss_after_video.append(process.memory_info().rss / MIB)
+        return row
+
+    builder.encode_input = encode_and_record
+    started = time.perf_counter()
+    summary = builder.write_to_folder(latents_dir(args.work_dir, num_videos))
+    wall = time.perf_counter() - started
+    if not seconds_per_video:
+        raise SystemExit("every input was skipped (clips too short?): lower --num_frames or raise --fps")
+    result = {
+        "num_videos": num_videos,
+        "rows": summary.rows_written,
+        "skipped": summary.inputs_skipped,
+        "load_seconds": load_seconds,
+        "wall_seconds": wall,
+        "videos_per_second": num_videos / wall,
+        "seconds": {stage: summary.seconds.get(stage, 0.0) for stage in STAGES},
+        "encode_seconds_per_video": seconds_per_video,
+        "median_encode_seconds": statistics.median(seconds_per_video),
+        "rss_after_video_mib": rss_after_video,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    print(json.dumps(result))
+
+
+def prepare_inputs(work_dir: Path, counts: list[int]) -> None:
+    """Write the tiny model and one demo dataset per count, replacing earlier ones and earlier outputs."""
+    from fastvideo_hf.demo_data import write_demo_dataset
+    from fastvideo_hf.tiny_models import save_tiny_wan_pipeline
+
+    shutil.rmtree(model_dir(work_dir), ignore_errors=True)
+    for num_videos in counts:
+        shutil.rmtree(videos_dir(work_dir, num_videos), ignore_errors=True)
+        shutil.rmtree(latents_dir(work_dir, num_videos), ignore_errors=True)
+    save_tiny_wan_pipeline(model_dir(work_dir))
+    for num_videos in counts:
+        write_demo_dataset(videos_dir(work_dir, num_videos), num_videos, seed=0)
+
+
+def measure(args: argparse.Namespace, num_videos: int, repeat: int) -> dict[str, Any]:
+    """Run this script with ``--_child num_videos`` in a fresh interpreter and return its measurements.
+
+    The output folder is removed first: ``write_to_folder`` resumes, so a finished folder would encode nothing.
+    """
+    shutil.rmtree(latents_dir(args.work_dir, num_videos), ignore_errors=True)
+    command = [sys.executable, __file__, "--_child", str(num_videos), "--work_dir", str(args.work_dir)]
+    for flag in RUN_FLAGS:
+        command += [f"--{flag}", str(getattr(args, flag))]
+    child = subprocess.run(command, capture_output=True, text=True)
+    if child.returncode != 0:
+        sys.stderr.write(child.stderr)
+        raise SystemExit(f"preprocessing {num_videos} videos failed with exit code {child.returncode}")
+    return {"repeat": repeat, **json.loads(child.stdout.strip().splitlines()[-1])}
+
+
+def rss_growth_mib(run: dict[str, Any]) -> float:
+    """RSS after the last video minus RSS after video ``GROWTH_FROM_VIDEO`` of one run."""
+    trace = run["rss_after_video_mib"]
+    return trace[-1] - trace[GROWTH_FROM_VIDEO - 1]
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the repeats of one count (and the spread of its peak RSS)."""
+    peaks = [run["peak_rss_mib"] for run in runs]
+    wall = statistics.median(run["wall_seconds"] for run in runs)
+    seconds = {stage: statistics.median(run["seconds"][stage] for run in runs) for stage in STAGES}
+    other = statistics.median(run["wall_seconds"] - sum(run["seconds"].values()) for run in runs)
+    return {
+        "num_videos": runs[0]["num_videos"],
+        "repeats": len(runs),
+        "rows": runs[0]["rows"],
+        "wall_seconds": wall,
+        "videos_per_second": statistics.median(run["videos_per_second"] for run in runs),
+        "median_encode_seconds": statistics.median(run["median_encode_seconds"] for run in runs),
+        "seconds": {**seconds, "other": other},
+        "load_seconds": statistics.median(run["load_seconds"] for run in runs),
+        "peak_rss_mib": statistics.median(peaks),
+        "peak_rss_min_mib": min(peaks),
+        "peak_rss_max_mib": max(peaks),
+    }
+
+
+def format_summary_table(summaries: list[dict[str, Any]]) -> str:
+    header = (
+        "| videos | runs | rows | wall s | videos/s | s/video | decode | text encode | VAE encode | write | other "
+        "| load s | peak RSS MiB (min–max) |"
+    )
+    lines = [header, "|" + "---:|" * (header.count("|") - 1)]
+    for summary in summaries:
+        wall = summary["wall_seconds"]
+        cells = [
+            str(summary["num_videos"]),
+            str(summary["repeats"]),
+            str(summary["rows"]),
+            f"{wall:.2f}",
+            f"{summary['videos_per_second']:.2f}",
+            f"{summary['median_encode_seconds']:.3f}",
+            *(f"{seconds:.2f} s ({100 * seconds / wall:.0f}%)" for seconds in summary["seconds"].values()),
+            f"{summary['load_seconds']:.2f}",
+            f"{summary['peak_rss_mib']:.0f} ({summary['peak_rss_min_mib']:.0f}–{summary['peak_rss_max_mib']:.0f})",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_runs_table(runs: list[dict[str, Any]], large: int) -> str:
+    header = (
+        "| order | repeat | videos | wall s | videos/s | peak RSS MiB | RSS after 1st → last video MiB "
+        f"| growth after video {GROWTH_FROM_VIDEO} MiB |"
+    )
+    lines = [header, "|" + "---:|" * (header.count("|") - 1)]
+    for order, run in enumerate(runs, start=1):
+        trace = run["rss_after_video_mib"]
+        cells = [
+            str(order),
+            str(run["repeat"] + 1),
+            str(run["num_videos"]),
+            f"{run['wall_seconds']:.2f}",
+            f"{run['videos_per_second']:.2f}",
+            f"{run['peak_rss_mib']:.0f}",
+            f"{trace[0]:.0f} → {trace[-1]:.0f}",
+            f"{rss_growth_mib(run):+.0f}" if run["num_videos"] == large else "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--num_videos",
+        type=int,
+        default=8,
+        help=f"N: the runs encode N and 4N demo videos (4N must exceed {GROWTH_FROM_VIDEO} for the growth check).",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="Runs per count, interleaved N, 4N, N, 4N, ...; medians are reported."
+    )
+    parser.add_argument(
+        "--work_dir",
+        type=Path,
+        default=BENCH_DIR / "results" / "preprocess_work",
+        help="Folder for the tiny model, the demo videos and the latents (its subfolders are rewritten).",
+    )
+    parser.add_argument(
+        "--output_json",
+        type=Path,
+        default=BENCH_DIR / "results" / "preprocess.json",
+        help="Where to write the machine, the settings, every run's measurements and the summaries.",
+    )
+    parser.add_argument("--height", type=int, default=128, help="Frame height after resize (multiple of 16).")
+    parser.add_argument("--width", type=int, default=192, help="Frame width after resize (multiple of 16).")
+    parser.add_argument("--num_frames", type=int, default=33, help="Frames per clip (4k+1).")
+    parser.add_argument(
+        "--fps", type=float, default=32.0, help="Sampling fps; with 33 frames, 32 keeps every demo clip long enough."
+    )
+    parser.add_argument("--samples_per_file", type=int, default=4, help="Inputs per Parquet shard.")
+    parser.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)  # internal: one measured run
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the network
+    if args._child is not None:
+        run_child(args)
+        return 0
+    if 4 * args.num_videos <= GROWTH_FROM_VIDEO:
+        parser.error(f"--num_videos must be above {GROWTH_FROM_VIDEO // 4} so that 4N exceeds {GROWTH_FROM_VIDEO}")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    import torch
+
+    started = time.perf_counter()
+    counts = [args.num_videos, 4 * args.num_videos]
+    prepare_inputs(args.work_dir, counts)
+    runs = [measure(args, num_videos, repeat) for repeat in range(args.repeats) for num_videos in counts]
+    small, large = (summarize([run for run in runs if run["num_videos"] == count]) for count in counts)
+    rss_ratio = large["peak_rss_mib"] / small["peak_rss_mib"]
+    rss_verdict = "PASS" if rss_ratio <= RSS_GOAL else "FAIL"
+    pairs = zip(runs[::2], runs[1::2], strict=True)  # (N, 4N) of each repeat
+    repeat_ratios = [large_run["peak_rss_mib"] / small_run["peak_rss_mib"] for small_run, large_run in pairs]
+    growths = [rss_growth_mib(run) for run in runs if run["num_videos"] == counts[1]]
+    growth = statistics.median(growths)
+    growth_verdict = "PASS" if growth <= GROWTH_GOAL_MIB else "FAIL"
+    speed_ratio = large["videos_per_second"] / small["videos_per_second"]
+    median_ratio = small["median_encode_seconds"] / large["median_encode_seconds"]
+    total_seconds = time.perf_counter() - started
+
+    size = f"{args.num_frames}x{args.height}x{args.width} at {args.fps:g} fps"
+    print(f"## preprocess benchmark ({size}, tiny Wan, {os.cpu_count()} CPUs, torch {torch.__version__})\n")
+    print(f"medians over {args.repeats} runs per count, run interleaved in fresh processes:\n")
+    print(format_summary_table([small, large]))
+    print("\nevery run, in the order run:\n")
+    print(format_runs_table(runs, counts[1]))
+    print(
+        f"\nspike: median peak RSS {counts[1]} / {counts[0]} videos: {rss_ratio:.3f} -> {rss_verdict} "
+        f"(goal <= {RSS_GOAL:.2f}; per-repeat ratios " + ", ".join(f"{ratio:.3f}" for ratio in repeat_ratios) + ")"
+    )
+    print(
+        f"growth: RSS after video {counts[1]} - after video {GROWTH_FROM_VIDEO} of the {counts[1]}-video runs: "
+        f"median {growth:+.1f} MiB -> {growth_verdict} (goal <= {GROWTH_GOAL_MIB:.0f} MiB; runs "
+        + ", ".join(f"{mib:+.1f}" for mib in growths)
+        + ")"
+    )
+    print(f"videos/s {counts[1]} / {counts[0]} videos: {speed_ratio:.3f} (from median s/video: {median_ratio:.3f})")
+    print(f"total benchmark time: {total_seconds:.0f} s")
+
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "settings": {
+            "num_videos": args.num_videos,
+            "repeats": args.repeats,
+            **{flag: getattr(args, flag) for flag in RUN_FLAGS},
+        },
+        "runs": runs,
+        "summaries": [small, large],
+        "peak_rss_ratio": rss_ratio,
+        "peak_rss_ratio_per_repeat": repeat_ratios,
+        "peak_rss_goal": RSS_GOAL,
+        "peak_rss_verdict": rss_verdict,
+        "rss_growth_mib": growths,
+        "median_rss_growth_mib": growth,
+        "rss_growth_goal_mib": GROWTH_GOAL_MIB,
+        "rss_growth_verdict": growth_verdict,
+        "videos_per_second_ratio": speed_ratio,
+        "median_videos_per_second_ratio": median_ratio,
+        "total_seconds": total_seconds,
+    }
+    args.output_json.parent.mkdir(parents=True, exist_ok=True)
+    args.output_json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {args.output_json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
