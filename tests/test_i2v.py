@@ -203,3 +203,16 @@ def test_experts_route_each_sample_by_its_timestep(i2v):
     (out,) = experts(x, torch.tensor([950.0, 100.0, 900.0, 899.0]), torch.zeros(4, 2, 3))
     assert calls == [("high", [950.0, 900.0]), ("low", [100.0, 899.0])]
     assert out.flatten().tolist() == [1.0, -2.0, 3.0, -4.0]
+
+
+def test_ti2v_trains_image_to_video_with_a_clean_first_frame(tmp_path, i2v):
+    model_dir, latents = i2v["wan2.2-ti2v-5b"]
+    output = tmp_path / "ti2v-i2v"
+    run_training("train_wan_lora.py", model_dir, latents, output, *FLAGS, "--rank", "4", "--report_to", "tensorboard")
+    from fastvideo_hf.loss_curve import read_scalar
+
+    steps, losses = read_scalar(output / "logs")
+    assert steps.tolist() == [1, 2, 3] and torch.isfinite(torch.tensor(losses)).all()
+    pipe = WanImageToVideoPipeline.from_pretrained(model_dir)
+    pipe.load_lora_weights(output)
+    assert pipe.transformer.peft_config

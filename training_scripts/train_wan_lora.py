@@ -63,7 +63,7 @@ def main(args):
     if accelerator.is_main_process:
         accelerator.init_trackers("wan-lora", config={k: v for k, v in vars(args).items() if v is not None})
 
-    # The transformer is the only model in memory; the VAE config gives the latent normalization.
+    # Only the transformer is loaded: latents and prompt embeddings come precomputed from the dataset.
     model, revision = args.pretrained_model_name_or_path, args.revision
     spec = WanModelSpec.from_pretrained(model, revision)  # T2V / I2V / Wan2.2 experts / TI2V, from the config
     # One transformer in its pipeline slot, or both Wan2.2 A14B experts (--expert both) routed by timestep
