@@ -130,7 +130,8 @@ def test_one_step_changes_exactly_the_trained_parameters(latents_dir, tiny_model
 
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, latents_dir, tiny_model_dir):
     common = ["--max_train_steps", "3", "--learning_rate", "1e-3", "--checkpointing_steps", "100"]
-    common += ["--validation_steps", "100", "--caption_dropout", "0.2"]
+    common += ["--validation_steps", "100", "--caption_dropout", "0.2", "--lr_scheduler", "cosine"]
+    common += ["--lr_warmup_steps", "2"]  # the schedule must advance once per step whatever the process count
     run_training("train_wan.py", tiny_model_dir, latents_dir, tmp_path / "one", "--train_batch_size", "2", *common)
     run_training(
         "train_wan.py", tiny_model_dir, latents_dir, tmp_path / "two", "--train_batch_size", "1", *common, nproc=2

@@ -83,11 +83,13 @@ def main(args):
     dataset = load_checked_latent_dataset(args, spec)
     dataloader, batch_sampler = create_dataloader(dataset, args, accelerator.num_processes)
     max_train_steps, num_train_epochs = training_length(args, len(batch_sampler))
+    # Global batches are split across processes, so the prepared scheduler steps once per optimizer step
+    # (diffusers' examples multiply by num_processes because their batches are per process).
     lr_scheduler = get_scheduler(
         args.lr_scheduler,
         optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
+        num_warmup_steps=args.lr_warmup_steps,
+        num_training_steps=max_train_steps,
     )
     transformer, optimizer, dataloader, lr_scheduler = accelerator.prepare(
         transformer, optimizer, dataloader, lr_scheduler
