@@ -84,19 +84,21 @@ def vsa_attention(
     out_fine_tokens = untile_tokens(out_fine.flatten(2, 3).transpose(1, 2), layout)  # [B, S, H, D]
     if gate is None:
         return out_fine_tokens
-    return out_fine_tokens + untile_tokens(out_coarse.flatten(2, 3).transpose(1, 2), layout) * gate
+    # each token takes its tile's coarse output, gathered straight from [B, H, n, D]
+    out_coarse_tokens = out_coarse[:, :, layout.scatter_index // TILE_TOKENS].transpose(1, 2)
+    return torch.addcmul(out_fine_tokens, out_coarse_tokens, gate)
 
 
 def coarse_stage(
     q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, layout: TileLayout, topk: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out_c broadcast to ``[B, H, n, 64, D]``, selected key tiles ``[B, H, n, topk]``)."""
+    """(tile-level output ``out_c`` ``[B, H, n, D]``, selected key tiles ``[B, H, n, topk]``)."""
     counts = layout.tile_sizes.to(q_t.dtype).view(-1, 1)
     q_c, k_c, v_c = (x.sum(dim=3) / counts for x in (q_t, k_t, v_t))  # padding slots hold zeros
     scores = (q_c @ k_c.transpose(-2, -1)) * q_t.shape[-1] ** -0.5
     out_c = scores.softmax(dim=-1) @ v_c
     tile_index = scores.detach().topk(topk, dim=-1).indices
-    return out_c.unsqueeze(3).expand_as(q_t), tile_index
+    return out_c, tile_index
 
 
 def _fine_stage_torch(q_t, k_t, v_t, layout: TileLayout, tile_index: torch.Tensor) -> torch.Tensor:
