@@ -153,3 +153,16 @@ def test_caption_lists_pick_one_caption_per_video_reproducibly(tmp_path, tiny_mo
     assert picks[0] == picks[1]
     for key, caption in picks[0].items():
         assert caption.startswith(f"{key} caption ")
+
+
+def test_the_builder_also_runs_through_datasets_own_download_and_prepare(
+    tmp_path, tiny_model_dir, demo_dir, latents_dir
+):
+    builder = make_builder(tiny_model_dir, data_dir=demo_dir, cache_dir=str(tmp_path / "cache"))
+    builder.download_and_prepare(str(tmp_path / "plain"), file_format="parquet")
+    shards = [str(path) for path in (tmp_path / "plain").glob("*.parquet")]
+    plain = {row["id"]: row for row in load_dataset("parquet", data_files=shards, split="train")}
+    expected = rows_by_id(latents_dir)
+    assert plain.keys() == expected.keys()
+    for key, row in plain.items():
+        assert row["vae_latent_bytes"] == expected[key]["vae_latent_bytes"]
