@@ -153,3 +153,10 @@ def test_generate_and_plot_loss_commands(tmp_path, tiny_model_dir):
         == 0
     )
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_data_position_moves_to_the_next_epoch_after_its_last_batch():
+    from fastvideo_hf.training import advance
+
+    assert advance(TrainingState(4, 1, 2), epoch=1, batches_done=4, batches_per_epoch=6) == TrainingState(5, 1, 4)
+    assert advance(TrainingState(5, 1, 4), epoch=1, batches_done=6, batches_per_epoch=6) == TrainingState(6, 2, 0)

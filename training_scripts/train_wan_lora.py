@@ -21,12 +21,12 @@ from peft import LoraConfig
 from tqdm.auto import tqdm
 
 from fastvideo_hf.checkpoint_hooks import register_lora_hooks, save_lora_outputs
-from fastvideo_hf.checkpointing import TrainingState
 from fastvideo_hf.experts import expert_modules
 from fastvideo_hf.hub import push_training_output
 from fastvideo_hf.model_spec import WanModelSpec
 from fastvideo_hf.training import (
     StepInputs,
+    advance,
     compute_loss,
     create_accelerator,
     create_dataloader,
@@ -38,6 +38,7 @@ from fastvideo_hf.training import (
     save_checkpoint,
     save_vsa_config,
     setup_vsa,
+    step_logs,
     training_length,
     update_vsa_sparsity,
     weight_dtype_for,
@@ -135,16 +136,9 @@ def main(args):
             if not accelerator.sync_gradients:
                 continue
             micro_step = 0
-            state = TrainingState(state.global_step + 1, epoch, batches_done)
-            if batches_done == len(dataloader):
-                state = TrainingState(state.global_step, epoch + 1, 0)
+            state = advance(state, epoch, batches_done, len(dataloader))
             progress.update(1)
-            logs = {"loss": accelerator.reduce(loss.detach(), "mean").item(), "lr": lr_scheduler.get_last_lr()[0]}
-            if grad_norm is not None:
-                logs["grad_norm"] = float(grad_norm)
-            logs["steps_per_s"] = progress.format_dict["rate"] or 0.0
-            if sparsity is not None:
-                logs["vsa_sparsity"] = sparsity
+            logs = step_logs(accelerator, loss, lr_scheduler, grad_norm, sparsity, progress)
             progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
             accelerator.log(logs, step=state.global_step)
 

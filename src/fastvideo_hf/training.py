@@ -234,6 +234,24 @@ def compute_loss(
     return flow_matching_loss(call.run(transformer, dtype), inputs.target, call.loss_mask)
 
 
+def advance(state: TrainingState, epoch: int, batches_done: int, batches_per_epoch: int) -> TrainingState:
+    """The position after an optimizer step; after an epoch's last batch, the next epoch from its start."""
+    if batches_done == batches_per_epoch:
+        return TrainingState(state.global_step + 1, epoch + 1, 0)
+    return TrainingState(state.global_step + 1, epoch, batches_done)
+
+
+def step_logs(accelerator: Accelerator, loss, lr_scheduler, grad_norm, vsa_sparsity, progress) -> dict[str, float]:
+    """What each optimizer step logs: loss (mean over processes), lr, grad norm, steps/s, VSA sparsity."""
+    logs = {"loss": accelerator.reduce(loss.detach(), "mean").item(), "lr": lr_scheduler.get_last_lr()[0]}
+    if grad_norm is not None:
+        logs["grad_norm"] = float(grad_norm)
+    logs["steps_per_s"] = progress.format_dict["rate"] or 0.0
+    if vsa_sparsity is not None:
+        logs["vsa_sparsity"] = vsa_sparsity
+    return logs
+
+
 def resume_state(accelerator: Accelerator, args: argparse.Namespace) -> TrainingState:
     """Load the checkpoint named by ``--resume_from_checkpoint`` (if any) and return where to continue."""
     path = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
