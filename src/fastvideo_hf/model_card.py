@@ -18,7 +18,10 @@ video = pipe("{prompt}", num_frames=81).frames[0]
 export_to_video(video, "video.mp4", fps=16)
 ```
 
-For ComfyUI, load `pytorch_lora_weights_comfy.safetensors` with a LoRA loader node (original Wan key names)."""
+For ComfyUI, load `pytorch_lora_weights_comfy.safetensors` with a LoRA loader node (original Wan key names).
+For image-to-video use `WanImageToVideoPipeline` and pass `image=`. For a Wan2.2 low-noise expert, add
+`load_into_transformer_2=True` (with `--expert both`, its file is `pytorch_lora_weights_transformer_2.safetensors`:
+pass it as `weight_name`)."""
 
 USAGE_FULL = """```python
 import torch
