@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from .dataset_card import read_card_metadata, skip_reason_counts
-from .schema import columns_to_tensor
 
 
 def summarize_dataset(dataset_dir: str | Path) -> dict[str, Any]:
@@ -17,15 +16,10 @@ def summarize_dataset(dataset_dir: str | Path) -> dict[str, Any]:
 
     dataset_dir = Path(dataset_dir)
     dataset = load_dataset(str(dataset_dir), split="train")
-    latent_shapes: Counter[str] = Counter()
-    text_lengths = []
-    dtypes = set()
-    for row in dataset:
-        latent = columns_to_tensor(row, "vae_latent")
-        text = columns_to_tensor(row, "text_embedding")
-        latent_shapes["x".join(map(str, latent.shape))] += 1
-        text_lengths.append(text.shape[0])
-        dtypes.add(str(latent.dtype).removeprefix("torch."))
+    # the shape and dtype columns say it all: no tensor bytes are read
+    latent_shapes = Counter("x".join(map(str, shape)) for shape in dataset["vae_latent_shape"])
+    text_lengths = [shape[0] for shape in dataset["text_embedding_shape"]]
+    dtypes = set(dataset["vae_latent_dtype"])
     skipped_file = dataset_dir / "skipped.jsonl"
     skipped = [json.loads(line) for line in skipped_file.read_text().splitlines()] if skipped_file.exists() else []
     return {

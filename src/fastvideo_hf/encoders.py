@@ -67,10 +67,6 @@ class WanVaeEncoder:
             AutoencoderKLWan.from_pretrained(model, subfolder="vae", revision=revision, torch_dtype=dtype).to(device)
         )
 
-    @property
-    def config(self):
-        return self.vae.config
-
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """Posterior mean ``[C, T', H', W']`` (not normalized) of pixels ``[3, T, H, W]`` in [-1, 1]."""

@@ -79,7 +79,6 @@ class FlowMatchingBatch:
     noisy_latents: torch.Tensor
     timesteps: torch.Tensor
     target: torch.Tensor
-    sigmas: torch.Tensor
     prompt_embeds: torch.Tensor
 
 
@@ -99,7 +98,7 @@ def make_training_batch(
     # A dropped caption becomes an all-zero embedding (FastVideo's choice), teaching the unconditional branch.
     prompt_embeds = prompt_embeds * keep.to(prompt_embeds.device, prompt_embeds.dtype).view(-1, 1, 1)
     noisy_latents, timesteps, target = interpolate(latents, noise, sigmas)
-    return FlowMatchingBatch(noisy_latents, timesteps, target, sigmas, prompt_embeds)
+    return FlowMatchingBatch(noisy_latents, timesteps, target, prompt_embeds)
 
 
 def interpolate(
