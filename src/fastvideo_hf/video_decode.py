@@ -19,6 +19,10 @@ from .frame_sampling import ClipTooShortError, sample_frame_indices
 VideoSource = str | bytes
 
 
+# frames decoded per decord call when reading forward (bounds memory at source resolution)
+_DECORD_RUN = 16
+
+
 class VideoDecodeError(ValueError):
     """The input cannot be used; ``str(error)`` is the reason recorded in ``skipped.jsonl``."""
 
@@ -102,7 +106,14 @@ def _decode_with_decord(source: VideoSource, fps: float, num_frames: int) -> Dec
         raise VideoDecodeError("not a video: no frames found")
     frame_times = reader.get_frame_timestamp(np.arange(total))[:, 0]
     indices = sample_frame_indices(frame_times, fps, num_frames)
-    frames = torch.from_numpy(reader.get_batch(indices).asnumpy())
+    # Read forward in short contiguous runs, keeping the sampled frames: decord seeks for sparse index lists,
+    # and a seek can land on a neighbouring frame; contiguous reads decode in order, like the PyAV path.
+    wanted, last = set(indices), max(indices)
+    kept: dict[int, np.ndarray] = {}
+    for start in range(0, last + 1, _DECORD_RUN):
+        batch = reader.get_batch(list(range(start, min(start + _DECORD_RUN, last + 1)))).asnumpy()
+        kept.update({start + offset: frame for offset, frame in enumerate(batch) if start + offset in wanted})
+    frames = torch.from_numpy(np.stack([kept[index] for index in indices]))
     return DecodedClip(
         frames=frames,
         indices=indices,
