@@ -49,6 +49,23 @@ def test_selected_tiles_per_query_tile(num_tiles, sparsity, expected):
     assert num_selected_tiles(num_tiles, sparsity) == max(1, math.ceil((1 - sparsity) * num_tiles)) == expected
 
 
+def fastvideo_compute_topk(sparsity, num_blocks):
+    """FastVideo's count (fastvideo/attention/backends/video_sparse_attn.py, commit 2f3d407), written out."""
+    return max(1, min(math.ceil((1 - sparsity) * num_blocks), num_blocks))
+
+
+def test_selected_tiles_equal_fastvideos_count_for_every_size_and_sparsity():
+    assert num_selected_tiles(1440, 0.7) == 433  # (1 - 0.7) * 1440 == 432.00000000000006 in floats
+    sparsities = [i / 100 for i in range(100)] + [0.875, 0.9375]
+    mismatches = [
+        (tiles, sparsity)
+        for tiles in range(1, 4097)
+        for sparsity in sparsities
+        if num_selected_tiles(tiles, sparsity) != fastvideo_compute_topk(sparsity, tiles)
+    ]
+    assert mismatches == []
+
+
 def test_coarse_stage_selects_that_many_distinct_tiles_per_query_tile_and_head():
     grid = (5, 6, 7)
     layout = tile_layout(grid)
@@ -112,6 +129,20 @@ def test_flex_backend_agrees_with_torch_backend_in_the_forward():
             torch.testing.assert_close(flex, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["torch", "flex"])
+def test_no_gate_means_coarse_plus_fine_as_in_fastvideo(backend):
+    grid = (5, 8, 10)  # the flex test's shapes: its compiled graph is reused
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(1, math.prod(grid), 2, 16) for _ in range(3))
+    layout = tile_layout(grid)
+    with torch.no_grad():
+        gateless = vsa_attention(q, k, v, None, layout, 0.75, backend=backend)
+        gate_one = vsa_attention(q, k, v, torch.ones_like(q), layout, 0.75, backend=backend)
+        fine_only = vsa_attention(q, k, v, torch.zeros_like(q), layout, 0.75, backend=backend)
+    torch.testing.assert_close(gateless, gate_one, rtol=1e-6, atol=1e-6)
+    assert (gateless - fine_only).abs().max() > 1e-3
+
+
 def test_sparsity_zero_with_zero_gate_equals_the_stock_processor(tiny_model_dir):
     transformer = WanTransformer3DModel.from_pretrained(tiny_model_dir, subfolder="transformer").eval()
     torch.manual_seed(0)
@@ -138,3 +169,17 @@ def test_sparsity_zero_with_zero_gate_equals_the_stock_processor(tiny_model_dir)
 def test_sparsity_schedule_follows_fastvideos_ramp(step, expected):
     assert vsa_sparsity_at_step(step, target=0.9, rate=0.03, interval=50) == pytest.approx(expected)
     assert vsa_sparsity_at_step(step, target=0.9, rate=None, interval=None) == 0.9
+
+
+def test_sparsity_ramp_is_fastvideos_float_expression_exactly():
+    assert 0.9 // 0.03 == 30.0 and vsa_sparsity_at_step(10_000, 0.9, 0.03, 50) == 30 * 0.03  # 0.8999999999999999
+    assert vsa_sparsity_at_step(10_000, 0.3, 0.1, 1) == 0.2  # 0.3 // 0.1 == 2.0, in FastVideo too
+    mismatches = [
+        (step, target, rate, interval)
+        for target in [i / 100 for i in range(1, 100)]
+        for rate in (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.125, 0.25)
+        for interval in (1, 7, 50)
+        for step in range(0, 5_000, 37)
+        if vsa_sparsity_at_step(step, target, rate, interval) != min(step // interval, target // rate) * rate
+    ]
+    assert mismatches == []

@@ -7,41 +7,61 @@
 2. selection: per query tile and head, the ``k = max(1, ceil((1 - sparsity) * num_tiles))`` best key tiles;
 3. fine stage: block-sparse attention of each query tile over the tokens of its selected key tiles, padded
    key tokens masked;
-4. ``out = out_c * gate + out_fine``.
+4. ``out = out_c * gate + out_fine``; without a gate ``out = out_c + out_fine``, as in FastVideo.
 
 Backends: ``torch`` (plain PyTorch with autograd: the reference, runs anywhere, CPU training), ``flex``
 (FlexAttention with a BlockMask built straight from the top-k tile indices; GPU forward and backward, CPU
 forward), ``kernel`` (FastVideo's ``fastvideo_kernel`` package, imported lazily, GPU only). ``auto`` picks the
 kernel on a GPU that has it, else flex, except for CPU training (flex has no CPU backward) where it picks torch.
+
+Parity with FastVideo (hao-ai-lab/FastVideo at commit 2f3d407, ``fastvideo/attention/backends/video_sparse_attn.py``):
+the same tiles in the same order, the same number of selected tiles and the same math, gate-less form included.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
-from .tiling import TILE_TOKENS, TileLayout, tile_tokens, untile_tokens
+from .tiling import TILE, TILE_TOKENS, TileLayout, tile_tokens, untile_tokens
+
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "flex", "kernel")
 
 
 def num_selected_tiles(num_tiles: int, sparsity: float) -> int:
-    """Key tiles kept per query tile: ``max(1, ceil((1 - sparsity) * num_tiles))``."""
+    """Key tiles kept per query tile: ``max(1, min(ceil((1 - sparsity) * num_tiles), num_tiles))``.
+
+    Bit for bit FastVideo's ``compute_topk``, float rounding included (no epsilon), so a model trained there
+    attends to the same tiles here: ``(1 - 0.7) * 1440`` is 432.00000000000006 in floats, so 433 tiles.
+    """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"VSA sparsity must be in [0, 1), got {sparsity}")
-    return max(1, min(num_tiles, math.ceil((1.0 - sparsity) * num_tiles - 1e-9)))
+    return max(1, min(math.ceil((1 - sparsity) * num_tiles), num_tiles))
 
 
+@lru_cache(maxsize=1)
 def kernel_available() -> bool:
-    """True when FastVideo's kernel package can run here (imported only on a GPU: it queries the device)."""
+    """True when FastVideo's kernel package imports here, on a CUDA machine (cached: it cannot change in a process).
+
+    It is imported only when CUDA is available, since the package (like its older ``vsa`` ancestor) may query
+    the device at import. The errors that mean "not usable here" are ImportError (not installed, or built for
+    another torch), OSError (a shared library it links is missing) and RuntimeError (its compiled part refuses
+    this GPU or CUDA); they are logged and ``auto`` falls back to flex. Anything else is a bug and propagates.
+    """
     if not torch.cuda.is_available():
         return False
     try:
         import fastvideo_kernel  # noqa: F401
-    except Exception:  # ImportError, or a failure of its compiled part on an unsupported GPU
+    except (ImportError, OSError, RuntimeError) as error:
+        logger.info(
+            "VSA: not using FastVideo's kernel (%s: %s); the flex backend runs instead", type(error).__name__, error
+        )
         return False
     return True
 
@@ -65,7 +85,11 @@ def vsa_attention(
     sparsity: float,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """VSA of ``q, k, v`` ``[B, S, H, D]`` (token order, RoPE applied); ``gate`` like them or None (= 0)."""
+    """VSA of ``q, k, v`` ``[B, S, H, D]`` (token order, RoPE applied).
+
+    ``gate`` is like them, or None for FastVideo's gate-less form ``out_c + out_fine`` (a gate of 1 on every
+    backend); the processor always passes its ``to_gate_compress`` output, which starts at zero.
+    """
     if q.shape[1] != layout.num_tokens:
         raise ValueError(f"{q.shape[1]} tokens do not fill the grid {layout.grid} ({layout.num_tokens} tokens)")
     topk = num_selected_tiles(layout.num_tiles, sparsity)
@@ -82,10 +106,10 @@ def vsa_attention(
     else:
         out_fine = _fine_stage_flex(q_t, k_t, v_t, layout, tile_index)
     out_fine_tokens = untile_tokens(out_fine.flatten(2, 3).transpose(1, 2), layout)  # [B, S, H, D]
-    if gate is None:
-        return out_fine_tokens
     # each token takes its tile's coarse output, gathered straight from [B, H, n, D]
     out_coarse_tokens = out_coarse[:, :, layout.scatter_index // TILE_TOKENS].transpose(1, 2)
+    if gate is None:
+        return out_fine_tokens + out_coarse_tokens
     return torch.addcmul(out_fine_tokens, out_coarse_tokens, gate)
 
 
@@ -180,12 +204,27 @@ def _fine_stage_flex(q_t, k_t, v_t, layout: TileLayout, tile_index: torch.Tensor
 
 
 def _kernel_vsa(q, k, v, gate, layout: TileLayout, topk: int) -> torch.Tensor:
-    """FastVideo's fused kernel on tile-ordered, zero-padded ``[B, H, S, D]`` tensors."""
-    from fastvideo_kernel import video_sparse_attn
+    """FastVideo's fused kernel on tile-ordered, zero-padded ``[B, H, S, D]`` tensors.
+
+    The call follows ``video_sparse_attn`` in hao-ai-lab/FastVideo
+    ``fastvideo-kernel/python/fastvideo_kernel/ops.py`` (commit 2f3d407, fastvideo-kernel 0.3.x) and its caller
+    ``fastvideo/attention/backends/video_sparse_attn.py``: ``block_size`` is the tile *shape* (an int n means an
+    n x n x n cube, so 64 would ask for 262,144-token tiles); S is a multiple of 64 with each tile's real tokens
+    first and zeros after; ``variable_block_sizes`` and ``q_variable_block_sizes`` are the real tokens per tile
+    (int32, ``[num_tiles]``); ``compress_attn_weight=None`` means coarse + fine. No device check here: ``auto``
+    picks this backend only through ``kernel_available``.
+    """
+    try:
+        from fastvideo_kernel import video_sparse_attn
+    except ImportError as error:
+        raise ImportError(
+            "VSA backend 'kernel' needs FastVideo's kernels on a CUDA GPU: pip install fastvideo-kernel, "
+            "or use backend 'flex'"
+        ) from error
 
     q_t, k_t, v_t = (tile_tokens(x, layout).transpose(1, 2).contiguous() for x in (q, k, v))
     gate_t = None if gate is None else tile_tokens(gate, layout).transpose(1, 2).contiguous()
     out = video_sparse_attn(
-        q_t, k_t, v_t, layout.tile_sizes, layout.tile_sizes, topk, block_size=TILE_TOKENS, compress_attn_weight=gate_t
+        q_t, k_t, v_t, layout.tile_sizes, layout.tile_sizes, topk, block_size=TILE, compress_attn_weight=gate_t
     )
     return untile_tokens(out.transpose(1, 2), layout)
