@@ -70,12 +70,14 @@ def test_merged_folder_errors_and_entry_problems(tmp_path):
     (tmp_path / "videos2caption.json").write_text(json.dumps({"path": "a.mp4"}))
     with pytest.raises(ValueError, match="JSON list"):
         MergedFolderSource(tmp_path).list_inputs()
-    entries = [{"path": "a.mp4", "cap": "one"}, {"cap": "no path"}, {"path": "a.mp4", "cap": ["two", "three"]}]
+    entries = [{"path": "a.mp4", "cap": "one"}, {"cap": "no path"}, {"path": "b.mp4", "cap": ["two", "three"]}]
+    entries += [{"path": "a.mp4", "cap": "again"}]
     (tmp_path / "videos2caption.json").write_text(json.dumps(entries))
     inputs = MergedFolderSource(tmp_path).list_inputs()
-    assert [item.id for item in inputs] == ["a.mp4", "entry-1", "a.mp4#1"]
+    assert [item.id for item in inputs] == ["a.mp4", "entry-1", "b.mp4", "a.mp4#1"]
     assert inputs[1].problem == "metadata entry has no 'path'"
     assert inputs[2].captions == ["two", "three"]
+    assert inputs[3].problem == "duplicate: same file as a.mp4"
 
 
 def test_caption_choice_is_seeded_per_input_and_ignores_blank_captions():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -33,15 +34,16 @@ from tqdm.auto import tqdm
 from .dataset_card import render_dataset_card, skip_reason_counts
 from .encoders import (
     WAN_MAX_SEQUENCE_LENGTH,
+    PipelineConfigs,
     WanImageConditionEncoder,
     WanPromptEncoder,
     WanVaeEncoder,
     has_component,
-    model_index,
+    load_pipeline_configs,
 )
 from .frame_sampling import ClipTooShortError, first_frame_image, resize_and_center_crop
 from .schema import STORAGE_DTYPES, empty_tensor_columns, latent_features, tensor_to_columns
-from .shard_progress import ChunkResult, ShardProgress, atomic_write_text, listing_digest
+from .shard_progress import ChunkResult, ShardProgress, atomic_write_text, check_output_dir, listing_digest
 from .sources import HFDatasetSource, MergedFolderSource, VideoInput, choose_caption
 from .video_decode import VideoDecodeError, decode_clip
 
@@ -88,14 +90,25 @@ class WanLatentsConfig(datasets.BuilderConfig):
             raise ValueError(f"--task must be t2v or i2v, got {self.task!r}")
         if self.num_frames < 1 or (self.num_frames - 1) % 4:
             raise ValueError(f"--num_frames must be 4k+1 for Wan's VAE (e.g. 77 or 81), got {self.num_frames}")
-        if self.height % 16 or self.width % 16:
-            raise ValueError(f"--height and --width must be multiples of 16, got {self.height}x{self.width}")
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"--fps must be a positive number of frames per second (e.g. 16), got {self.fps}")
+        if self.height <= 0 or self.width <= 0 or self.height % 16 or self.width % 16:
+            raise ValueError(f"--height and --width must be positive multiples of 16, got {self.height}x{self.width}")
         if self.storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"--storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {self.storage_dtype!r}")
         if self.samples_per_file < 1:
             raise ValueError("--samples_per_file must be at least 1")
         if (self.video_dataset is None) == (self.data_dir is None):
             raise ValueError("give exactly one input: --data_dir (merged folder) or --dataset_name (HF dataset)")
+
+
+@dataclass
+class PreparedFolder:
+    """An output folder checked and opened for a run: the chunks to encode, their progress, the run's settings."""
+
+    chunks: list[list[VideoInput]]
+    progress: ShardProgress
+    manifest: dict[str, Any]
 
 
 @dataclass
@@ -274,15 +287,39 @@ class WanLatents(datasets.GeneratorBasedBuilder):
             "inputs_digest": listing_digest(listing),
         }
 
+    def check_model(self) -> PipelineConfigs:
+        """The model's configs, checked against the frame size: a wrong path or a size the model cannot
+        patchify is a ``ValueError`` before any input is listed or any weight loaded."""
+        configs = load_pipeline_configs(self.config.pretrained_model_name_or_path, self.config.revision)
+        multiple_h, multiple_w = configs.spatial_multiple
+        if self.config.height % multiple_h or self.config.width % multiple_w:
+            raise ValueError(
+                f"--height and --width must be multiples of {multiple_h}x{multiple_w} for this model "
+                f"(VAE downsampling x patch size), got {self.config.height}x{self.config.width}"
+            )
+        return configs
+
+    def prepare_folder(self, output_dir: str | Path) -> PreparedFolder:
+        """Everything checkable before encoding, in the order that fails fastest: the model, the output folder,
+        the inputs, and the settings of a run already in the folder. Raises ``ValueError`` (bad settings)."""
+        self.check_model()
+        check_output_dir(output_dir)
+        chunks = self.plan_chunks()
+        manifest = self.manifest(chunks)
+        return PreparedFolder(chunks, ShardProgress(output_dir, len(chunks), manifest), manifest)
+
     def write_to_folder(
         self, output_dir: str | Path, rank: int = 0, world_size: int = 1, repo_id: str | None = None
     ) -> WriteSummary:
         """Encode this process's unfinished chunks into ``output_dir/data/`` and, when every chunk of every
         process is done, write ``skipped.jsonl`` and the dataset card. Safe to re-run after any interruption."""
-        chunks = self.plan_chunks()
-        progress = ShardProgress(output_dir, len(chunks))
-        manifest = self.manifest(chunks)
-        progress.check_manifest(manifest)
+        return self.write_prepared(self.prepare_folder(output_dir), rank, world_size, repo_id)
+
+    def write_prepared(
+        self, folder: PreparedFolder, rank: int = 0, world_size: int = 1, repo_id: str | None = None
+    ) -> WriteSummary:
+        """``write_to_folder`` on a folder ``prepare_folder`` already checked."""
+        chunks, progress, manifest = folder.chunks, folder.progress, folder.manifest
         pending = progress.pending(rank, world_size)
         summary = WriteSummary(seconds=self.timings)
         num_pending_inputs = sum(len(chunks[index]) for index in pending)
@@ -300,7 +337,7 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         return summary
 
     def _write_chunk(self, progress: ShardProgress, index: int, chunk: list[VideoInput], bar) -> ChunkResult:
-        writer, skipped = None, []
+        writer, skipped, truncated = None, [], []
         tmp_path = progress.tmp_shard_path(index)
         features = self.info.features
         try:
@@ -312,6 +349,8 @@ class WanLatents(datasets.GeneratorBasedBuilder):
                     logger.warning("skipping %s: %s", item.file_name or item.id, reason)
                     bar.update(1)
                     continue
+                if self.encoders[0].truncates(row["caption"]):
+                    truncated.append(item.id)
                 started = time.perf_counter()
                 if writer is None:
                     writer = ParquetWriter(features=features, path=str(tmp_path), writer_batch_size=WRITER_BATCH_SIZE)
@@ -328,7 +367,7 @@ class WanLatents(datasets.GeneratorBasedBuilder):
                 writer.close()
         shard = progress.shard_name(index) if rows else None
         file_bytes = tmp_path.stat().st_size if rows else 0
-        return ChunkResult(index, shard, rows, num_bytes, file_bytes, skipped)
+        return ChunkResult(index, shard, rows, num_bytes, file_bytes, skipped, truncated)
 
     def _finalize(self, progress: ShardProgress, manifest: dict[str, Any], summary: WriteSummary, repo_id) -> None:
         results = progress.results()
@@ -340,19 +379,23 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         atomic_write_text(output_dir / "skipped.jsonl", "".join(json.dumps(item) + "\n" for item in skipped))
         if summary.total_rows == 0:
             return
+        truncated = [item_id for result in results for item_id in result.captions_truncated]
+        if truncated:
+            logger.warning(
+                "%d captions (first: %s) are longer than the text encoder's %d tokens and were cut to them, as "
+                "WanPipeline cuts prompts; the card counts them as captions_truncated",
+                len(truncated),
+                truncated[0],
+                WAN_MAX_SEQUENCE_LENGTH,
+            )
         metadata = self.card_metadata(manifest, results, skipped)
         atomic_write_text(output_dir / "README.md", render_dataset_card(metadata, skipped, repo_id))
 
     def card_metadata(self, manifest: dict[str, Any], results: list[ChunkResult], skipped) -> dict[str, Any]:
         """The ``fastvideo_hf`` block of the card: what made the latents, and the counts."""
-        from diffusers import AutoencoderKLWan
-        from transformers import AutoConfig
-
-        model, revision = self.config.pretrained_model_name_or_path, self.config.revision
-        vae_config = AutoencoderKLWan.load_config(model, subfolder="vae", revision=revision)
-        text_config = AutoConfig.from_pretrained(model, subfolder="text_encoder", revision=revision)
+        configs = load_pipeline_configs(self.config.pretrained_model_name_or_path, self.config.revision)
+        vae_config, text_config, index = configs.vae, configs.text_encoder, configs.index
         spatial, temporal = vae_config.get("scale_factor_spatial") or 8, vae_config.get("scale_factor_temporal") or 4
-        index = model_index(model, revision)
         latent_shape = [
             vae_config["z_dim"],
             (self.config.num_frames - 1) // temporal + 1,
@@ -375,6 +418,7 @@ class WanLatents(datasets.GeneratorBasedBuilder):
             "num_inputs": manifest["num_inputs"],
             "num_rows": sum(result.rows for result in results),
             "num_skipped": len(skipped),
+            "captions_truncated": sum(len(result.captions_truncated) for result in results),
             "num_shards": sum(1 for result in results if result.shard),
             "num_bytes": sum(result.num_bytes for result in results),
             "parquet_bytes": sum(result.file_bytes for result in results),

@@ -8,6 +8,10 @@ what inference will feed the transformer; it returns each embedding trimmed to i
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
@@ -32,6 +36,12 @@ class WanPromptEncoder:
             model, subfolder="text_encoder", revision=revision, dtype=dtype
         )
         return cls(tokenizer, text_encoder.to(device))
+
+    def truncates(self, caption: str) -> bool:
+        """Whether ``caption`` has more tokens than are encoded: the rest is cut, as ``WanPipeline`` cuts it."""
+        limit = self.max_sequence_length
+        inputs = self.tokenizer(prompt_clean(caption), max_length=limit + 1, truncation=True, add_special_tokens=True)
+        return len(inputs.input_ids) > limit
 
     @torch.no_grad()
     def __call__(self, captions: list[str]) -> list[torch.Tensor]:
@@ -72,6 +82,59 @@ class WanVaeEncoder:
         """Posterior mean ``[C, T', H', W']`` (not normalized) of pixels ``[3, T, H, W]`` in [-1, 1]."""
         batch = pixels.unsqueeze(0).to(self.vae.device, self.vae.dtype)
         return self.vae.encode(batch).latent_dist.mean[0]
+
+
+@dataclass
+class PipelineConfigs:
+    """The configs of a Wan pipeline's components: small files, read before any weight is loaded."""
+
+    index: dict[str, Any]
+    vae: dict[str, Any]
+    text_encoder: Any  # a transformers PretrainedConfig
+    patch_size: tuple[int, int, int]  # the transformer's (t, h, w) patch, (1, 1, 1) without a transformer
+
+    @property
+    def spatial_multiple(self) -> tuple[int, int]:
+        """What height and width must be multiples of: the VAE's downsampling times the transformer's patch."""
+        spatial = self.vae.get("scale_factor_spatial") or 8
+        return spatial * self.patch_size[1], spatial * self.patch_size[2]
+
+
+def load_pipeline_configs(model: str, revision: str | None = None) -> PipelineConfigs:
+    """The configs of ``model``, or a ``ValueError`` saying what to pass instead (missing folder, not a diffusers
+    pipeline, unknown or unreachable Hub id), so a wrong path fails in a second, not at the first clip."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoConfig
+
+    try:
+        index = model_index(model, revision)
+        vae = dict(AutoencoderKLWan.load_config(model, subfolder="vae", revision=revision))
+        text_encoder = AutoConfig.from_pretrained(model, subfolder="text_encoder", revision=revision)
+        patch_size = (1, 1, 1)
+        if has_component(index, "transformer"):
+            transformer = WanTransformer3DModel.load_config(model, subfolder="transformer", revision=revision)
+            patch_size = tuple(transformer.get("patch_size") or (1, 2, 2))
+    except (OSError, ValueError) as error:  # diffusers/transformers raise OSError; a malformed Hub id ValueError
+        raise ValueError(_unloadable_model_message(model, error)) from error
+    return PipelineConfigs(index, vae, text_encoder, patch_size)
+
+
+def _unloadable_model_message(model: str, error: Exception) -> str:
+    reason = (str(error).splitlines() or [type(error).__name__])[0]
+    if os.path.isdir(model):
+        return (
+            f"{model} is not a diffusers-format Wan pipeline ({reason}): pass the folder written by "
+            "save_pretrained (model_index.json, vae/, text_encoder/, tokenizer/) or a Hub id"
+        )
+    if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") != 1:
+        return (
+            f"--pretrained_model_name_or_path {model}: no such folder; pass a diffusers-format Wan folder "
+            "or a Hub id such as Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+        )
+    return (
+        f"cannot load the model {model!r} from the Hub ({reason}): check the id and --revision, "
+        "and run `hf auth login` for a gated or private model"
+    )
 
 
 def model_index(model: str, revision: str | None = None) -> dict:

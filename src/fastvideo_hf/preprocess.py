@@ -83,7 +83,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     hub.add_argument("--push_to_hub", action="store_true", help="Upload the finished folder as a dataset repo.")
     hub.add_argument("--hub_dataset_id", default=None, help="Dataset repo to push to, as user/name.")
     hub.add_argument("--private", action="store_true", help="Create the dataset repo as private.")
-    hub.add_argument("--hub_token", default=None, help="Hub token; default: your `hf auth login` token or HF_TOKEN.")
+    hub.add_argument(
+        "--hub_token",
+        default=None,
+        help="Hub token. Avoid it: a token on the command line is visible to every user in the process list; "
+        "prefer `hf auth login` or the HF_TOKEN environment variable (the default).",
+    )
     return parser
 
 
@@ -93,10 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO
     )
+    if args.hub_token:
+        logger.warning(
+            "--hub_token is visible to every user of this machine in the process list: prefer `hf auth login` "
+            "or the HF_TOKEN environment variable"
+        )
     if args.push_to_hub and not args.hub_dataset_id:
         logger.error("--push_to_hub needs --hub_dataset_id user/name")
         return 2
-    try:
+    try:  # bad settings: everything checkable before encoding the first clip
         builder = WanLatents(
             task=args.task,
             pretrained_model_name_or_path=args.pretrained_model_name_or_path,
@@ -118,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             text_encoder_dtype=args.text_encoder_dtype,
             vae_dtype=args.vae_dtype,
         )
-        summary = builder.write_to_folder(args.output_dir, rank, world_size, repo_id=args.hub_dataset_id)
+        folder = builder.prepare_folder(args.output_dir)
     except (ValueError, FileNotFoundError) as error:
         logger.error("%s", error)
         return 2
+    summary = builder.write_prepared(folder, rank, world_size, repo_id=args.hub_dataset_id)
     logger.info(
         "this process wrote %d rows and skipped %d inputs in %d shards; seconds: %s",
         summary.rows_written,

@@ -5,7 +5,9 @@ The inputs are cut into fixed chunks of ``samples_per_file`` in listing order; c
 (``.progress/chunk-{i:05d}.json``: rows written, inputs skipped and why) exists. The shard is written to
 ``.progress/`` and renamed into ``data/`` before the marker is renamed into place, so a kill at any moment
 leaves either a finished chunk or one that is redone from scratch: never a truncated shard, a lost row or a
-duplicate. The run manifest pins the settings and the input listing, so a resume cannot mix two runs.
+duplicate. The run manifest pins the settings and the input listing, so a resume cannot mix two runs; it is
+written with the first finished chunk, so a run that failed before finishing one (a wrong model path, say)
+leaves nothing that would refuse the corrected command.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,33 +47,52 @@ class ChunkResult:
     num_bytes: int  # Arrow bytes of the rows
     file_bytes: int  # Parquet bytes on disk
     skipped: list[dict[str, str]]
+    # ids of the rows whose caption was longer than the text encoder reads (markers of older runs lack it)
+    captions_truncated: list[str] = field(default_factory=list)
+
+
+def check_output_dir(output_dir: str | Path) -> Path:
+    """``output_dir``, created if missing, or a ``ValueError`` saying why it cannot hold the dataset."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output_dir {path} is a file: pass a folder (it is created if missing)")
+    try:
+        for folder in (path / PROGRESS_DIR, path / DATA_DIR):
+            folder.mkdir(parents=True, exist_ok=True)
+        probe = path / PROGRESS_DIR / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:  # PermissionError, a read-only disk, a file where a parent folder should be
+        raise ValueError(
+            f"cannot write to --output_dir {path} ({error.strerror or error}): pass a folder you can write to"
+        ) from error
+    return path
 
 
 class ShardProgress:
-    def __init__(self, output_dir: str | Path, num_chunks: int):
-        self.output_dir = Path(output_dir)
+    def __init__(self, output_dir: str | Path, num_chunks: int, manifest: dict[str, Any]):
+        """Open ``output_dir`` for a run with these settings; refuse one that holds a run with other settings."""
+        self.output_dir = check_output_dir(output_dir)
         self.num_chunks = num_chunks
+        self.manifest = manifest
         self.progress_dir = self.output_dir / PROGRESS_DIR
         self.data_dir = self.output_dir / DATA_DIR
-        self.progress_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.progress_dir / "manifest.json"
+        self._check_manifest()
 
-    def check_manifest(self, manifest: dict[str, Any]) -> None:
-        """Record the run's settings, or refuse to resume a folder made with different ones."""
-        path = self.progress_dir / "manifest.json"
-        if path.exists():
-            previous = json.loads(path.read_text())
-            changed = {
-                key: (previous.get(key), value) for key, value in manifest.items() if previous.get(key) != value
-            }
-            if changed:
-                details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
-                raise ValueError(
-                    f"{self.output_dir} holds a preprocessing run with different settings ({details}). "
-                    "Resume with the same command, or use a new --output_dir (or delete this one)."
-                )
+    def _check_manifest(self) -> None:
+        if not self.manifest_path.exists():
             return
-        atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        previous = json.loads(self.manifest_path.read_text())
+        changed = {
+            key: (previous.get(key), value) for key, value in self.manifest.items() if previous.get(key) != value
+        }
+        if changed:
+            details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
+            raise ValueError(
+                f"{self.output_dir} holds a preprocessing run with different settings ({details}). "
+                "Resume with the same command, or use a new --output_dir (or delete this one)."
+            )
 
     def shard_name(self, index: int) -> str:
         return f"{SPLIT}-{index:05d}-of-{self.num_chunks:05d}.parquet"
@@ -90,7 +111,10 @@ class ShardProgress:
         return [index for index in range(rank, self.num_chunks, world_size) if not self.is_done(index)]
 
     def commit(self, result: ChunkResult) -> None:
-        """Move the finished shard into ``data/``, then record the chunk as done (in that order)."""
+        """Move the finished shard into ``data/``, then record the chunk as done (in that order); the first
+        chunk of a run also records the run's settings."""
+        if not self.manifest_path.exists():
+            atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
         if result.shard is not None:
             os.replace(self.tmp_shard_path(result.index), self.data_dir / result.shard)
         atomic_write_text(self.marker_path(result.index), json.dumps(result.__dict__) + "\n")

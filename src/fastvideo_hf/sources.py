@@ -36,14 +36,26 @@ def choose_caption(item: VideoInput, seed: int) -> str | None:
     return random.Random(f"{seed}:{item.id}").choice(captions)
 
 
-def _as_caption_list(value: Any) -> list[str]:
+NOT_TEXT = "caption is not text"
+
+
+def caption_list(value: Any) -> tuple[list[str], str | None]:
+    """The captions of one input, and the reason to skip it when they are not text.
+
+    A number, boolean or dict is refused rather than turned into the text "12345", "True" or "{'text': ...}":
+    training on such a caption teaches the model nothing the user meant. ``None`` means no caption.
+    """
     if value is None:
-        return []
+        return [], None
     if isinstance(value, str):
-        return [value]
+        return [value], None
     if isinstance(value, (list, tuple)):
-        return [str(caption) for caption in value if caption is not None]
-    return [str(value)]
+        captions = [caption for caption in value if caption is not None]
+        wrong = [caption for caption in captions if not isinstance(caption, str)]
+        if wrong:
+            return [], f"{NOT_TEXT} (a list holding {type(wrong[0]).__name__} {wrong[0]!r:.60})"
+        return captions, None
+    return [], f"{NOT_TEXT} ({type(value).__name__} {value!r:.60})"
 
 
 def _unique_ids(names: list[str]) -> list[str]:
@@ -76,22 +88,43 @@ class MergedFolderSource:
         return str(self.data_dir)
 
     def list_inputs(self) -> list[VideoInput]:
-        try:
-            entries = json.loads(self.metadata_file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{self.metadata_file} is not valid JSON: {error}") from error
-        if not isinstance(entries, list):
-            raise ValueError(f"{self.metadata_file} must hold a JSON list of objects, got {type(entries).__name__}")
+        """One input per entry; a file listed again after a usable entry is skipped as a duplicate (the same
+        clip twice would be trained on twice as often, silently)."""
+        entries = self._read_entries()
         names = [str(entry.get("path", "")) if isinstance(entry, dict) else "" for entry in entries]
         ids = _unique_ids([name or f"entry-{index}" for index, name in enumerate(names)])
+        first_id_of_file: dict[str, str] = {}
         inputs = []
         for entry, name, item_id in zip(entries, names, ids, strict=True):
             if not name:
                 inputs.append(VideoInput(id=item_id, file_name="", problem="metadata entry has no 'path'"))
                 continue
-            captions = _as_caption_list(entry.get("cap", entry.get("caption")))
-            inputs.append(VideoInput(id=item_id, file_name=name, captions=captions, path=str(self._resolve(name))))
+            path = self._resolve(name)
+            real_path = os.path.realpath(path)
+            captions, problem = caption_list(entry.get("cap", entry.get("caption")))
+            if real_path in first_id_of_file:
+                captions, problem = [], f"duplicate: same file as {first_id_of_file[real_path]}"
+            elif problem is None and any(caption.strip() for caption in captions):
+                first_id_of_file[real_path] = item_id  # an unusable entry does not claim the file
+            inputs.append(VideoInput(item_id, name, captions, path=str(path), problem=problem))
         return inputs
+
+    def _read_entries(self) -> list:
+        """The JSON list of the metadata file; UTF-8 with or without a byte-order mark."""
+        try:
+            text = self.metadata_file.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{self.metadata_file} is not UTF-8 (byte {error.object[error.start]:#x} at offset {error.start}): "
+                "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 old.json > videos2caption.json`"
+            ) from error
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{self.metadata_file} is not valid JSON: {error}") from error
+        if not isinstance(entries, list):
+            raise ValueError(f"{self.metadata_file} must hold a JSON list of objects, got {type(entries).__name__}")
+        return entries
 
     def _resolve(self, name: str) -> Path:
         in_videos = self.data_dir / "videos" / name
@@ -121,7 +154,14 @@ class HFDatasetSource:
 
         self.name, self.split = name, split
         self.video_column, self.caption_column = video_column, caption_column
-        dataset = load_dataset(name, config_name, split=split, revision=revision)
+        try:
+            dataset = load_dataset(name, config_name, split=split, revision=revision)
+        except OSError as error:  # FileNotFoundError for a missing path, ConnectionError for an unreachable Hub
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(
+                f"cannot load --dataset_name {name!r}: {reason} (pass a local dataset folder, e.g. a videofolder "
+                "with metadata.jsonl, or a Hub dataset id; use --data_dir for a folder with videos2caption.json)"
+            ) from error
         missing = [column for column in (video_column, caption_column) if column not in dataset.column_names]
         if missing:
             raise ValueError(
@@ -142,14 +182,9 @@ class HFDatasetSource:
         inputs = []
         for index, (caption, path) in enumerate(zip(captions, paths, strict=True)):
             file_name = os.path.basename(path) if path else f"row-{index:08d}"
-            inputs.append(
-                VideoInput(
-                    id=f"{self.split}-{index:08d}",
-                    file_name=file_name,
-                    captions=_as_caption_list(caption),
-                    row_index=index,
-                )
-            )
+            texts, problem = caption_list(caption)
+            item_id = f"{self.split}-{index:08d}"
+            inputs.append(VideoInput(item_id, file_name, texts, row_index=index, problem=problem))
         return inputs
 
     def _video_paths(self) -> list[str | None]:
