@@ -1,7 +1,9 @@
-"""Refuse to train on latents made for another model.
+"""Refuse to train on what is not a latent dataset, or on latents made for another model.
 
 Latents of another VAE, or prompt embeddings of another text encoder, train without an error and produce
-noise; the dataset card records what made them, so the mismatch is caught before the first step.
+noise; the dataset card records what made them, so the mismatch is caught before the first step. A
+``--dataset_name`` that is a missing path, an empty folder or a folder of raw videos is named for what it is,
+with the command to run.
 """
 
 from __future__ import annotations
@@ -13,9 +15,43 @@ import numpy as np
 
 from .model_spec import WanModelSpec
 
+# What datasets' videofolder and our sources read as videos: a folder of these needs preprocessing first.
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi")
+
 
 class DatasetModelMismatchError(ValueError):
     pass
+
+
+class LatentDatasetNotFoundError(ValueError):
+    """``--dataset_name`` names no latent dataset: the message says what it is and what to run."""
+
+
+class LatentDatasetChangedError(ValueError):
+    """A local latent folder whose shards no longer match the card ``preprocess`` wrote with them."""
+
+
+def check_latent_folder(path: str | Path) -> None:
+    """Raise ``LatentDatasetNotFoundError`` unless ``path`` is a folder holding Parquet shards."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise LatentDatasetNotFoundError(
+            f"{folder} is a file, not a latent dataset folder made by fastvideo-hf preprocess"
+        )
+    if any(folder.rglob("*.parquet")):
+        return
+    videos = [file for file in folder.rglob("*") if file.suffix.lower() in VIDEO_SUFFIXES]
+    if videos:
+        given = "--data_dir" if (folder / "videos2caption.json").exists() else "--dataset_name"  # else a videofolder
+        raise LatentDatasetNotFoundError(
+            f"{folder} holds {len(videos)} video file(s) but no latent shards: encode it first with "
+            f"`fastvideo-hf preprocess {given} {folder} --output_dir LATENTS ...`, then train with "
+            "--dataset_name LATENTS"
+        )
+    raise LatentDatasetNotFoundError(
+        f"{folder} holds no latent shards (data/*.parquet): run `fastvideo-hf preprocess --output_dir {folder} ...` "
+        "first, or pass the folder or Hub dataset id it wrote"
+    )
 
 
 def dataset_model_mismatches(card: dict[str, Any] | None, model: str, spec: WanModelSpec) -> list[str]:

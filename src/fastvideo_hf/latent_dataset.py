@@ -11,8 +11,11 @@ Accelerate splits across processes, so N processes see exactly the samples one p
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from .dataset_checks import LatentDatasetChangedError, LatentDatasetNotFoundError, check_latent_folder
 from .encoders import WAN_MAX_SEQUENCE_LENGTH
 from .schema import columns_to_tensor, has_tensor
 
@@ -29,29 +33,122 @@ logger = logging.getLogger(__name__)
 
 TENSOR_COLUMNS = ("vae_latent", "text_embedding")
 IMAGE_TENSOR_COLUMNS = ("first_frame_latent", "clip_feature")  # image-to-video datasets
+# Beside a datasets cache: the files of a local folder it was built from (see load_latent_dataset).
+SOURCE_FILES_RECORD = "fastvideo_hf_source_files.json"
 
 
 def load_latent_dataset(name_or_path: str, revision: str | None = None, split: str = "train"):
-    """The ``datasets.Dataset`` of a local folder or Hub repo made by ``preprocess`` (plain ``load_dataset``)."""
+    """The ``datasets.Dataset`` of a local folder or Hub repo made by ``preprocess`` (plain ``load_dataset``).
+
+    datasets keys its cache of a local folder whose card has ``configs:`` on the card alone, not on the files,
+    so shards rewritten after a first load would train from the stale cache without a word. So the files a
+    cache was built from (path, size, mtime) are recorded beside it, and a cache whose folder changed since is
+    rebuilt (``force_redownload``, logged). A Hub dataset's cache is keyed by its commit: it cannot go stale so.
+    """
     from datasets import load_dataset
 
-    return load_dataset(name_or_path, split=split, revision=revision)
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return load_dataset(name_or_path, split=split, revision=revision)
+    started = time.time()
+    dataset = _load_folder(folder, split)
+    if not dataset.cache_files:  # nothing cached, nothing stale
+        return dataset
+    record_path = Path(dataset.cache_files[0]["filename"]).parent / SOURCE_FILES_RECORD
+    record = {"sources": _file_stats([folder / "README.md", *sorted(folder.rglob("*.parquet"))]), "cache": None}
+    cache = _file_stats([Path(file["filename"]) for file in dataset.cache_files])
+    recorded = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if recorded.get("cache") == cache:  # the very cache the record was written for
+        stale = recorded["sources"] != record["sources"]
+    else:  # built without a record: fresh if built by this call (file times lag the clock by a tick at most)
+        stale = min(stat[2] for stat in cache) < (started - 0.05) * 1e9
+    if stale:
+        logger.warning("the datasets cache of %s was built from other files than it holds now: rebuilding it", folder)
+        dataset = _load_folder(folder, split, download_mode="force_redownload")
+        cache = _file_stats([Path(file["filename"]) for file in dataset.cache_files])
+    record["cache"] = cache
+    if record != recorded:
+        temporary = record_path.with_name(f".{record_path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(record))
+        temporary.replace(record_path)
+    return dataset
+
+
+def _load_folder(folder: Path, split: str, **kwargs):
+    from datasets import load_dataset
+    from datasets.exceptions import NonMatchingSplitsSizesError
+
+    try:
+        return load_dataset(str(folder), split=split, **kwargs)
+    except NonMatchingSplitsSizesError as error:  # datasets checks the rows and bytes the card records
+        import pyarrow.parquet as pq
+
+        from .dataset_card import read_card_metadata
+
+        rows = sum(pq.ParquetFile(path).metadata.num_rows for path in folder.rglob("*.parquet"))
+        card_rows = (read_card_metadata(folder) or {}).get("num_rows")
+        raise LatentDatasetChangedError(
+            f"the shards of {folder} ({rows} rows) no longer match its card ({card_rows} rows): they changed after "
+            "`fastvideo-hf preprocess` wrote them: make the folder again with it (into a fresh --output_dir)"
+        ) from error
+
+
+def _file_stats(paths: list[Path]) -> list[list]:
+    """[path, size, mtime_ns] of each of ``paths`` that is a file."""
+    return [
+        [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+        for path in paths
+        if path.is_file()
+        for stat in [path.stat()]
+    ]
 
 
 def read_dataset_card_metadata(name_or_path: str, revision: str | None = None) -> dict[str, Any] | None:
-    """The ``fastvideo_hf`` block of the dataset's card (local folder or Hub repo), or None without one."""
-    from .dataset_card import CARD_METADATA_KEY, read_card_metadata
+    """The ``fastvideo_hf`` block of the dataset's card (local folder or Hub repo), or None without one.
 
-    if Path(name_or_path).is_dir():
+    Raises ``LatentDatasetNotFoundError`` saying what ``name_or_path`` is instead (a missing path, a folder
+    without shards, a folder of videos, no such Hub dataset) and what to run.
+    """
+    from .dataset_card import read_card_metadata
+
+    if Path(name_or_path).exists():
+        check_latent_folder(name_or_path)
         return read_card_metadata(name_or_path)
-    from huggingface_hub import DatasetCard
+    readme = _download_hub_card(name_or_path, revision)
+    return None if readme is None else read_card_metadata(readme.parent)
+
+
+def _download_hub_card(repo_id: str, revision: str | None) -> Path | None:
+    """The README.md of a Hub dataset (from the HF cache when offline), None for a repo without one."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
-        card = DatasetCard.load(name_or_path, repo_type="dataset", revision=revision)
-    except Exception as error:  # no card on the Hub, or no network: the check below reports it
-        logger.warning("could not read the dataset card of %s: %s", name_or_path, error)
-        return None
-    return card.data.to_dict().get(CARD_METADATA_KEY)
+        return Path(hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision))
+    except HFValidationError as error:
+        raise LatentDatasetNotFoundError(
+            f"{repo_id} does not exist locally and is not a Hub dataset id (user/name): check the path"
+        ) from error
+    except RevisionNotFoundError as error:
+        raise LatentDatasetNotFoundError(f"the Hub dataset {repo_id} has no revision {revision!r}") from error
+    except RepositoryNotFoundError as error:  # also gated and private repos the token cannot see
+        raise LatentDatasetNotFoundError(
+            f"{repo_id} does not exist locally and is not a dataset on the Hub (if it is private, log in with "
+            "`hf auth login` or set HF_TOKEN; to make one, run `fastvideo-hf preprocess --push_to_hub`)"
+        ) from error
+    except RemoteEntryNotFoundError:
+        return None  # a dataset repo without a card: the model check reports it
+    except LocalEntryNotFoundError as error:  # offline, or the Hub unreachable, and the card not in the HF cache
+        raise LatentDatasetNotFoundError(
+            f"{repo_id} does not exist locally and the Hub could not be reached to read its card "
+            f"({type(error).__name__}): check the network or HF_HUB_OFFLINE, or pass a local folder"
+        ) from error
 
 
 class LatentDataset(Dataset):
