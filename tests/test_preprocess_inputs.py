@@ -123,6 +123,13 @@ def test_folder_that_is_not_a_pipeline_is_named(tmp_path, demo_dir, caplog):
     assert line.startswith(f"{tmp_path / 'not-a-model'} is not a diffusers-format Wan pipeline")
 
 
+@pytest.mark.parametrize("name", ["user/not-reachable-offline", "missing/local/folder"])
+def test_dataset_that_cannot_be_loaded_is_one_line_exit_2(tmp_path, tiny_model_dir, caplog, name):
+    assert preprocess_main(cli_args(tiny_model_dir, tmp_path / "out", dataset_name=name)) == 2
+    (line,) = error_lines(caplog)
+    assert line.startswith(f"cannot load --dataset_name {name!r}: ") and "\n" not in line
+
+
 @pytest.mark.parametrize("kind", ["file", "under_a_file", "unwritable"])
 def test_output_dir_that_cannot_hold_the_dataset_exits_2_with_what_to_do(
     tmp_path, tiny_model_dir, demo_dir, caplog, kind

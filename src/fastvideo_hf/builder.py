@@ -3,9 +3,10 @@
 It reads like any ``datasets`` builder: ``WanLatentsConfig`` holds the knobs, ``_info`` declares the features
 (from ``schema``), ``_split_generators`` lists the inputs and cuts them into shard-sized chunks, and
 ``_generate_examples`` yields ``(id, row)``. ``write_to_folder`` is the entry point of ``fastvideo-hf
-preprocess``: it writes the chunks as Parquet shards (resumable, split across processes, see
-``shard_progress``), ``skipped.jsonl`` and the dataset card, giving a folder that plain ``load_dataset`` reads
-and that can be pushed to the Hub as is.
+preprocess``: ``prepare_folder`` first checks every setting it can before any weight is loaded (model configs,
+frame size, output folder, inputs, a previous run's settings: a ``ValueError`` each), then the chunks are
+written as Parquet shards (resumable, split across processes, see ``shard_progress``), ``skipped.jsonl`` and
+the dataset card, giving a folder that plain ``load_dataset`` reads and that can be pushed to the Hub as is.
 
 Usable from Python::
 
