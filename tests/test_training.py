@@ -23,7 +23,7 @@ from fastvideo_hf.training import StepInputs, compute_loss, held_out_loss
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_training(script, model_dir, dataset_dir, output_dir, *extra, nproc=1, check=True):
+def run_training(script, model_dir, dataset_dir, output_dir, *extra, nproc=1, check=True, env=None):
     """Run a training script as users do (torchrun gives Accelerate MULTI_CPU with gloo for nproc > 1)."""
     launcher = [sys.executable]
     if nproc > 1:
@@ -31,7 +31,7 @@ def run_training(script, model_dir, dataset_dir, output_dir, *extra, nproc=1, ch
     command = launcher + [str(REPO / "training_scripts" / script)]
     command += ["--pretrained_model_name_or_path", str(model_dir), "--dataset_name", str(dataset_dir)]
     command += ["--output_dir", str(output_dir), "--report_to", "none", "--seed", "7", *map(str, extra)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -172,7 +172,11 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, latents_dir, tin
     full = tmp_path / "uninterrupted"
     run_training(script, tiny_model_dir, latents_dir, full, *flags)
     state = json.loads((full / "checkpoint-2" / "training_state.json").read_text())
-    assert state == {"global_step": 2, "epoch": 0, "batches_in_epoch": 4}
+    assert {key: state[key] for key in ("global_step", "epoch", "batches_in_epoch")} == {
+        "global_step": 2,
+        "epoch": 0,
+        "batches_in_epoch": 4,
+    }
 
     resumed = tmp_path / "resumed"
     resumed.mkdir()

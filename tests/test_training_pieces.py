@@ -9,10 +9,13 @@ from huggingface_hub import HfApi, RepoUrl
 
 from fastvideo_hf.checkpointing import (
     TrainingState,
+    checkpoint_dir,
+    clean_incomplete_checkpoints,
+    finish_checkpoint,
     list_checkpoints,
     prune_checkpoints,
     resolve_resume_checkpoint,
-    save_training_state,
+    staging_dir,
 )
 from fastvideo_hf.cli import main as cli_main
 from fastvideo_hf.hub import push_training_output
@@ -21,13 +24,15 @@ from fastvideo_hf.validation import load_validation_entries
 
 
 def make_checkpoints(root, steps):
+    """Complete checkpoints, saved the way training saves them (staging folder, marker last, rename)."""
     for step in steps:
-        save_training_state_dir = root / f"checkpoint-{step}"
-        save_training_state_dir.mkdir(parents=True)
-        save_training_state(save_training_state_dir, TrainingState(step, 0, step))
+        staging = staging_dir(root, step)
+        staging.mkdir(parents=True)
+        (staging / "optimizer.bin").write_bytes(b"x" * step)
+        finish_checkpoint(staging, checkpoint_dir(root, step), TrainingState(step, 0, step), {"a.json": "{}"})
 
 
-def test_latest_is_the_highest_step_directory_and_files_are_ignored(tmp_path):
+def test_latest_is_the_highest_complete_step_directory_and_files_are_ignored(tmp_path):
     make_checkpoints(tmp_path, [5, 40, 200])
     (tmp_path / "checkpoint-999.safetensors").write_text("not a checkpoint dir")
     assert resolve_resume_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-200"
@@ -35,14 +40,53 @@ def test_latest_is_the_highest_step_directory_and_files_are_ignored(tmp_path):
     assert resolve_resume_checkpoint(tmp_path / "empty", "latest") is None
     with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
         resolve_resume_checkpoint(tmp_path, "checkpoint-7")
+    assert json.loads((tmp_path / "checkpoint-40" / "training_state.json").read_text())["files"] == {
+        "a.json": 2,
+        "optimizer.bin": 40,
+    }
 
 
-def test_pruning_keeps_room_for_the_next_checkpoint(tmp_path):
+def test_latest_skips_every_kind_of_partial_checkpoint_and_cleanup_removes_them(tmp_path, caplog):
+    """The partial checkpoints kills left in 6 of 15 tries: empty, model only, no marker, a truncated file."""
+    make_checkpoints(tmp_path, [10, 20])
+    (tmp_path / "checkpoint-30").mkdir()  # empty
+    (tmp_path / "checkpoint-40").mkdir()
+    (tmp_path / "checkpoint-40" / "pytorch_lora_weights.safetensors").write_bytes(b"lora")  # model only
+    make_checkpoints(tmp_path, [50])
+    with open(tmp_path / "checkpoint-50" / "optimizer.bin", "r+b") as handle:
+        handle.truncate(7)  # killed while a file was flushed
+    (tmp_path / "checkpoint-60").mkdir()
+    (tmp_path / "checkpoint-60" / "training_state.json").write_text('{"global_st')  # a torn marker
+    (tmp_path / "checkpoint-70.tmp").mkdir()  # a save that never finished
+    with caplog.at_level("WARNING"):
+        assert resolve_resume_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-20"
+    assert "skipping incomplete checkpoint" in caplog.text and "optimizer.bin has 7 bytes, 50" in caplog.text
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        resolve_resume_checkpoint(tmp_path, "checkpoint-40")
+
+    clean_incomplete_checkpoints(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-20"]
+
+
+def test_a_staging_folder_killed_after_its_marker_is_published_not_deleted(tmp_path):
+    make_checkpoints(tmp_path, [10])
+    complete = tmp_path / "checkpoint-10"
+    complete.rename(staging_dir(tmp_path, 10))  # the state a kill between the marker and the rename leaves
+    clean_incomplete_checkpoints(tmp_path)
+    assert resolve_resume_checkpoint(tmp_path, "latest") == complete
+
+
+def test_pruning_runs_after_the_save_and_never_removes_the_newest_checkpoint(tmp_path):
     make_checkpoints(tmp_path, [10, 20, 30, 40])
-    prune_checkpoints(tmp_path, 3)
-    assert [path.name for path in list_checkpoints(tmp_path)] == ["checkpoint-30", "checkpoint-40"]
-    prune_checkpoints(tmp_path, None)
-    assert len(list_checkpoints(tmp_path)) == 2
+    prune_checkpoints(tmp_path, 3, keep=tmp_path / "checkpoint-40")
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["checkpoint-20", "checkpoint-30", "checkpoint-40"]
+    prune_checkpoints(tmp_path, None, keep=tmp_path / "checkpoint-40")
+    assert len(list_checkpoints(tmp_path)) == 3
+    # A leftover from another run with a higher number neither counts nor makes the run delete its own save.
+    (tmp_path / "checkpoint-900").mkdir()
+    make_checkpoints(tmp_path, [50])
+    prune_checkpoints(tmp_path, 1, keep=tmp_path / "checkpoint-50")
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["checkpoint-50", "checkpoint-900"]
 
 
 def test_validation_file_in_fastvideo_format_with_defaults_and_relative_paths(tmp_path):

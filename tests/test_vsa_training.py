@@ -38,7 +38,7 @@ def test_vsa_lora_finetune_ramps_sparsity_saves_the_gate_and_reloads(tmp_path, l
         "4",
     )
     steps, sparsity = read_scalar(output / "logs", "vsa_sparsity")
-    assert steps.tolist() == [1, 2, 3, 4] and sparsity.tolist() == [0.0, 0.0, 0.25, 0.25]
+    assert steps.tolist() == [1, 2, 3, 4] and sparsity.tolist() == [0.0, 0.25, 0.25, 0.5]
     lora = load_file(output / "pytorch_lora_weights.safetensors")
     gate_b = [key for key in lora if "attn1.to_gate_compress.lora_B" in key]
     assert len(gate_b) == 2 and all(lora[key].abs().max() > 0 for key in gate_b), "the gate was not trained"

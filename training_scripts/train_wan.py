@@ -23,6 +23,7 @@ from fastvideo_hf.checkpoint_hooks import register_full_finetune_hooks, save_ful
 from fastvideo_hf.experts import expert_modules
 from fastvideo_hf.hub import push_training_output
 from fastvideo_hf.model_spec import WanModelSpec
+from fastvideo_hf.resume_settings import run_settings
 from fastvideo_hf.training import (
     StepInputs,
     advance,
@@ -34,16 +35,18 @@ from fastvideo_hf.training import (
     load_checked_latent_dataset,
     load_transformer_to_train,
     resume_state,
+    run_is_complete,
     save_checkpoint,
     save_vsa_config,
     setup_vsa,
     step_logs,
+    tracker_config,
     training_length,
     update_vsa_sparsity,
     weight_dtype_for,
 )
 from fastvideo_hf.training_args import build_training_parser, validate_training_args
-from fastvideo_hf.validation import run_validation
+from fastvideo_hf.validation import latest_validation_videos, run_validation
 
 logger = get_logger(__name__)
 
@@ -61,7 +64,7 @@ def main(args):
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)
     if accelerator.is_main_process:
-        accelerator.init_trackers("wan-full-finetune", config={k: v for k, v in vars(args).items() if v is not None})
+        accelerator.init_trackers("wan-full-finetune", config=tracker_config(args))  # never the token
 
     # Only the transformer is loaded: latents and prompt embeddings come precomputed from the dataset.
     model, revision = args.pretrained_model_name_or_path, args.revision
@@ -81,7 +84,7 @@ def main(args):
 
     trained_parameters = list(transformer.parameters())
     optimizer = create_optimizer(trained_parameters, args)
-    dataset = load_checked_latent_dataset(args, spec)
+    dataset, fingerprint = load_checked_latent_dataset(args, spec)
     dataloader, batch_sampler = create_dataloader(dataset, args, accelerator.num_processes)
     max_train_steps, num_train_epochs = training_length(args, len(batch_sampler))
     # Global batches are split across processes, so the prepared scheduler steps once per optimizer step
@@ -96,7 +99,10 @@ def main(args):
         transformer, optimizer, dataloader, lr_scheduler
     )
 
-    state = resume_state(accelerator, args)
+    # What a resume must find unchanged (data order, what a step is, the adapter's shape); recorded per checkpoint
+    settings = run_settings(args, "full", accelerator.num_processes, fingerprint, len(dataset), None)
+    state, settings = resume_state(accelerator, args, settings)
+    complete = run_is_complete(state, max_train_steps)  # a re-run of a finished run changes no weight
     flow_config = flow_matching_config(args, spec)  # an expert's sigmas stay on its side of the boundary
     logger.info(
         f"{len(dataset)} clips, {len(batch_sampler)} global batches of {args.train_batch_size} x "
@@ -105,8 +111,8 @@ def main(args):
     progress = tqdm(
         total=max_train_steps, initial=state.global_step, desc="Steps", disable=not accelerator.is_local_main_process
     )
-    micro_step, videos = 0, []
-    for epoch in range(state.epoch, num_train_epochs):
+    micro_step, videos = 0, latest_validation_videos(args.output_dir) if complete else []
+    for epoch in [] if complete else range(state.epoch, num_train_epochs):
         transformer.train()
         dataloader.set_epoch(epoch)  # Accelerate's own epoch counter, also used by skip_first_batches
         batch_sampler.set_epoch(epoch)
@@ -136,7 +142,7 @@ def main(args):
             accelerator.log(logs, step=state.global_step)
 
             if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
-                save_checkpoint(accelerator, args, state)
+                save_checkpoint(accelerator, args, state, settings)
             if state.global_step % args.validation_steps == 0:
                 videos = run_validation(
                     accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task
@@ -153,7 +159,7 @@ def main(args):
         save_full_outputs(args.output_dir, trained, slot, state_dict)
         for name in expert_modules(trained, slot):
             save_vsa_config(f"{args.output_dir}/{name}", args)
-    if state.global_step % args.validation_steps:
+    if state.global_step % args.validation_steps and not complete:
         videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task)
     if accelerator.is_main_process:
         if args.push_to_hub:

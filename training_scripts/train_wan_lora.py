@@ -24,6 +24,7 @@ from fastvideo_hf.checkpoint_hooks import register_lora_hooks, save_lora_outputs
 from fastvideo_hf.experts import expert_modules
 from fastvideo_hf.hub import push_training_output
 from fastvideo_hf.model_spec import WanModelSpec
+from fastvideo_hf.resume_settings import run_settings
 from fastvideo_hf.training import (
     StepInputs,
     advance,
@@ -34,17 +35,20 @@ from fastvideo_hf.training import (
     flow_matching_config,
     load_checked_latent_dataset,
     load_transformer_to_train,
+    resolve_lora_targets,
     resume_state,
+    run_is_complete,
     save_checkpoint,
     save_vsa_config,
     setup_vsa,
     step_logs,
+    tracker_config,
     training_length,
     update_vsa_sparsity,
     weight_dtype_for,
 )
 from fastvideo_hf.training_args import build_training_parser, validate_training_args
-from fastvideo_hf.validation import run_validation
+from fastvideo_hf.validation import latest_validation_videos, run_validation
 
 logger = get_logger(__name__)
 
@@ -62,7 +66,7 @@ def main(args):
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)  # identical LoRA initialisation on every process
     if accelerator.is_main_process:
-        accelerator.init_trackers("wan-lora", config={k: v for k, v in vars(args).items() if v is not None})
+        accelerator.init_trackers("wan-lora", config=tracker_config(args))  # never the token
 
     # Only the transformer is loaded: latents and prompt embeddings come precomputed from the dataset.
     model, revision = args.pretrained_model_name_or_path, args.revision
@@ -74,7 +78,9 @@ def main(args):
     transformer.to(accelerator.device, dtype=weight_dtype)
     vsa = setup_vsa(transformer, args)  # adds the zero gate projection to every self-attention
 
-    target_modules = [name.strip() for name in args.lora_target_modules.split(",")]
+    # names that match no layer are named in a warning (peft drops them silently); none matching is refused
+    requested = [name.strip() for name in args.lora_target_modules.split(",") if name.strip()]
+    target_modules = resolve_lora_targets(next(iter(expert_modules(transformer).values())), requested)
     if vsa:
         target_modules.append("to_gate_compress")  # the gate trains as a LoRA on its zero base, saved with it
     for expert in expert_modules(transformer).values():
@@ -88,7 +94,7 @@ def main(args):
 
     lora_parameters = [param for param in transformer.parameters() if param.requires_grad]
     optimizer = create_optimizer(lora_parameters, args)
-    dataset = load_checked_latent_dataset(args, spec)
+    dataset, fingerprint = load_checked_latent_dataset(args, spec)
     dataloader, batch_sampler = create_dataloader(dataset, args, accelerator.num_processes)
     max_train_steps, num_train_epochs = training_length(args, len(batch_sampler))
     # Global batches are split across processes, so the prepared scheduler steps once per optimizer step
@@ -103,7 +109,10 @@ def main(args):
         transformer, optimizer, dataloader, lr_scheduler
     )
 
-    state = resume_state(accelerator, args)
+    # What a resume must find unchanged (data order, what a step is, the adapter's shape); recorded per checkpoint
+    settings = run_settings(args, "lora", accelerator.num_processes, fingerprint, len(dataset), target_modules)
+    state, settings = resume_state(accelerator, args, settings)
+    complete = run_is_complete(state, max_train_steps)  # a re-run of a finished run changes no weight
     flow_config = flow_matching_config(args, spec)  # an expert's sigmas stay on its side of the boundary
     logger.info(
         f"{len(dataset)} clips, {len(batch_sampler)} global batches of {args.train_batch_size} x "
@@ -112,8 +121,8 @@ def main(args):
     progress = tqdm(
         total=max_train_steps, initial=state.global_step, desc="Steps", disable=not accelerator.is_local_main_process
     )
-    micro_step, videos = 0, []
-    for epoch in range(state.epoch, num_train_epochs):
+    micro_step, videos = 0, latest_validation_videos(args.output_dir) if complete else []
+    for epoch in [] if complete else range(state.epoch, num_train_epochs):
         transformer.train()
         dataloader.set_epoch(epoch)  # Accelerate's own epoch counter, also used by skip_first_batches
         batch_sampler.set_epoch(epoch)
@@ -143,7 +152,7 @@ def main(args):
             accelerator.log(logs, step=state.global_step)
 
             if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
-                save_checkpoint(accelerator, args, state)
+                save_checkpoint(accelerator, args, state, settings)
             if state.global_step % args.validation_steps == 0:
                 videos = run_validation(
                     accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task
@@ -157,7 +166,7 @@ def main(args):
     if accelerator.is_main_process:
         save_lora_outputs(args.output_dir, accelerator.unwrap_model(transformer), slot)
         save_vsa_config(args.output_dir, args)
-    if state.global_step % args.validation_steps:
+    if state.global_step % args.validation_steps and not complete:
         videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task)
     if accelerator.is_main_process:
         if args.push_to_hub:

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,13 +25,16 @@ from accelerate.utils import (
 )
 from torch.utils.data import DataLoader
 
+from .checkpoint_hooks import SHARDED_TYPES
 from .checkpointing import (
     TrainingState,
     checkpoint_dir,
+    clean_incomplete_checkpoints,
+    finish_checkpoint,
     load_training_state,
     prune_checkpoints,
     resolve_resume_checkpoint,
-    save_training_state,
+    staging_dir,
 )
 from .dataset_checks import check_dataset_matches_model
 from .experts import SLOTS, WanExperts, expert_modules
@@ -49,6 +53,7 @@ from .latent_dataset import (
     read_dataset_card_metadata,
 )
 from .model_spec import EXPERT_SUBFOLDERS, WanModelSpec
+from .resume_settings import RUN_SETTINGS_FILE, check_resume_settings, dataset_fingerprint, settings_file_text
 from .transformer_inputs import build_transformer_call
 
 logger = logging.getLogger(__name__)
@@ -105,6 +110,38 @@ def load_transformer_to_train(args: argparse.Namespace, spec: WanModelSpec) -> t
     return WanTransformer3DModel.from_pretrained(model, subfolder=slot, revision=revision), slot
 
 
+# Flags never written to a tracker, a log or a checkpoint.
+SECRET_FLAGS = ("hub_token",)
+
+
+def tracker_config(args: argparse.Namespace) -> dict:
+    """The flags logged as the run's hyperparameters (tensorboard's hparams.yml, wandb's config): every flag that
+    is set, except secrets."""
+    return {key: value for key, value in vars(args).items() if value is not None and key not in SECRET_FLAGS}
+
+
+def resolve_lora_targets(model: torch.nn.Module, names: list[str]) -> list[str]:
+    """The ``--lora_target_modules`` names that match a Linear layer of ``model`` (as peft matches them: the
+    whole module name or its last dotted parts). Names that match nothing are named in a warning, since peft
+    drops them silently; if none match, the run is refused."""
+    linear_names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+
+    def matches(target: str) -> bool:
+        return any(name == target or name.endswith(f".{target}") for name in linear_names)
+
+    matched = [target for target in names if matches(target)]
+    unmatched = [target for target in names if target not in matched]
+    if not matched:
+        examples = sorted({name.split(".", 2)[-1] for name in linear_names if name.startswith("blocks.0.")})
+        raise ValueError(
+            f"--lora_target_modules {','.join(names)}: no Linear layer of this model has these names; "
+            f"the layers of a block are: {', '.join(examples)}"
+        )
+    if unmatched:
+        logger.warning("--lora_target_modules: %s match no layer of this model and are ignored", ", ".join(unmatched))
+    return matched
+
+
 def weight_dtype_for(accelerator: Accelerator) -> torch.dtype:
     """dtype of frozen weights and model inputs: the mixed-precision dtype, else float32."""
     return WEIGHT_DTYPES.get(accelerator.mixed_precision, torch.float32)
@@ -124,8 +161,9 @@ def flow_matching_config(args: argparse.Namespace, spec: WanModelSpec) -> FlowMa
     )
 
 
-def load_checked_latent_dataset(args: argparse.Namespace, spec: WanModelSpec) -> LatentDataset:
-    """The latent dataset, after checking its card against the model (refusing a mismatch)."""
+def load_checked_latent_dataset(args: argparse.Namespace, spec: WanModelSpec) -> tuple[LatentDataset, str]:
+    """The latent dataset, after checking its card against the model (refusing a mismatch), and its fingerprint
+    (which rows, in which order and shapes: what a resume must find unchanged)."""
     card = read_dataset_card_metadata(args.dataset_name, args.dataset_revision)
     problems = check_dataset_matches_model(
         card, args.pretrained_model_name_or_path, spec, allow_mismatch=args.allow_model_mismatch
@@ -134,7 +172,8 @@ def load_checked_latent_dataset(args: argparse.Namespace, spec: WanModelSpec) ->
         logger.warning("dataset/model mismatch allowed by --allow_model_mismatch: %s", problem)
     hf_dataset = load_latent_dataset(args.dataset_name, args.dataset_revision)
     max_sequence_length = (card or {}).get("max_sequence_length", 512)
-    return LatentDataset(hf_dataset, spec.latents_mean, spec.latents_std, max_sequence_length)
+    dataset = LatentDataset(hf_dataset, spec.latents_mean, spec.latents_std, max_sequence_length)
+    return dataset, dataset_fingerprint(hf_dataset)
 
 
 def create_dataloader(
@@ -182,12 +221,17 @@ def setup_vsa(model, args: argparse.Namespace) -> list:
 
 
 def update_vsa_sparsity(contexts: list, args: argparse.Namespace, global_step: int) -> float | None:
-    """Set the sparsity of the ramp at ``global_step``; returns it (None without VSA)."""
+    """Set the sparsity of the ramp for the step after ``global_step`` steps; returns it (None without VSA).
+
+    FastVideo numbers the step being taken from 1 (``step // interval`` for step 1, 2, ...): so do we, so that
+    each notch of the ramp comes at the same step as in FastVideo's recipes."""
     if not contexts:
         return None
     from .vsa import vsa_sparsity_at_step
 
-    sparsity = vsa_sparsity_at_step(global_step, args.vsa_sparsity, args.vsa_decay_rate, args.vsa_decay_interval_steps)
+    sparsity = vsa_sparsity_at_step(
+        global_step + 1, args.vsa_sparsity, args.vsa_decay_rate, args.vsa_decay_interval_steps
+    )
     for context in contexts:
         context.sparsity = sparsity
     return sparsity
@@ -252,25 +296,54 @@ def step_logs(accelerator: Accelerator, loss, lr_scheduler, grad_norm, vsa_spars
     return logs
 
 
-def resume_state(accelerator: Accelerator, args: argparse.Namespace) -> TrainingState:
-    """Load the checkpoint named by ``--resume_from_checkpoint`` (if any) and return where to continue."""
+def resume_state(accelerator: Accelerator, args: argparse.Namespace, settings: dict) -> tuple[TrainingState, dict]:
+    """Load the checkpoint named by ``--resume_from_checkpoint`` (if any); returns where to continue and the
+    settings in effect (the checkpoint's optimizer values win over new flags).
+
+    First the main process clears what interrupted saves left behind; a checkpoint whose ``settings`` differ in
+    what defines the data order or a step is refused before any weight is read.
+    """
+    if accelerator.is_main_process:
+        clean_incomplete_checkpoints(args.output_dir)
+    accelerator.wait_for_everyone()
     path = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
     if path is None:
-        return TrainingState()
+        return TrainingState(), settings
+    settings = check_resume_settings(path, settings, sharded=accelerator.distributed_type in SHARDED_TYPES)
     logger.info("resuming from %s", path)
     accelerator.load_state(str(path))
-    return load_training_state(path)
+    return load_training_state(path), settings
 
 
-def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, state: TrainingState) -> Path:
-    """``checkpoint-{step}`` with model, optimizer, scheduler, RNG and the data position; prunes old ones."""
-    path = checkpoint_dir(args.output_dir, state.global_step)
-    if accelerator.is_main_process:
-        prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
+def run_is_complete(state: TrainingState, max_train_steps: int) -> bool:
+    """True when a resumed run has no step left: it then only rewrites its final outputs (job schedulers re-run
+    finished jobs, and a 41st step would overwrite the final weights of a 40-step run)."""
+    if state.global_step >= max_train_steps:
+        logger.info(
+            "the run is already complete: the checkpoint is at step %d of %d; rewriting the final outputs only",
+            state.global_step,
+            max_train_steps,
+        )
+        return True
+    return False
+
+
+def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, state: TrainingState, settings: dict) -> Path:
+    """``checkpoint-{step}`` with model, optimizer, scheduler, RNG, the data position and the run's settings.
+
+    Written into ``checkpoint-{step}.tmp`` by every process and renamed by the main process once complete, so a
+    kill at any moment leaves the previous checkpoints intact; old checkpoints are pruned only afterwards.
+    """
+    path, staging = checkpoint_dir(args.output_dir, state.global_step), staging_dir(args.output_dir, state.global_step)
+    if accelerator.is_main_process and staging.exists():
+        shutil.rmtree(staging)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(path))
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()  # every process's part (RNG states, shards) is written
     if accelerator.is_main_process:
-        save_training_state(path, state)
+        finish_checkpoint(staging, path, state, {RUN_SETTINGS_FILE: settings_file_text(settings)})
+        prune_checkpoints(args.output_dir, args.checkpoints_total_limit, keep=path)
+    accelerator.wait_for_everyone()
     logger.info("saved %s", path)
     return path
 

@@ -7,6 +7,7 @@ scripts from drifting apart. Defaults follow the published Wan recipes (FastVide
 from __future__ import annotations
 
 import argparse
+import warnings
 
 
 def build_training_parser(description: str, lora: bool) -> argparse.ArgumentParser:
@@ -112,7 +113,12 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true", help="Upload the final weights with a model card.")
     hub.add_argument("--hub_model_id", default=None, help="Model repo to push to (default: the output dir name).")
-    hub.add_argument("--hub_token", default=None, help="Hub token (default: your login). Not with --report_to wandb.")
+    hub.add_argument(
+        "--hub_token",
+        default=None,
+        help="Hub token. Prefer `hf auth login` or the HF_TOKEN variable (the default): a token on the command line "
+        "is visible to other users in the process list. Never logged or saved. Not with --report_to wandb.",
+    )
 
     vsa = parser.add_argument_group("Video Sparse Attention (VSA)")
     vsa.add_argument(
@@ -156,6 +162,13 @@ def validate_training_args(args: argparse.Namespace) -> None:
         raise ValueError(
             "You cannot use both --report_to=wandb and --hub_token due to a security risk of exposing your token."
             " Please use `hf auth login` to authenticate with the Hub."
+        )
+    if args.hub_token is not None:
+        warnings.warn(
+            "--hub_token on the command line is visible to other users of this machine in the process list and in "
+            "launcher error messages: prefer `hf auth login` or the HF_TOKEN environment variable",
+            UserWarning,
+            stacklevel=2,
         )
     if not 0.0 <= args.caption_dropout < 1.0:
         raise ValueError("--caption_dropout must be in [0, 1)")

@@ -196,3 +196,12 @@ def run_validation(
     logger.info("validation videos of step %d in %s", step, output_dir)
     del pipeline
     return [path for _, path, _ in results]
+
+
+def latest_validation_videos(output_dir: str | Path) -> list[Path]:
+    """The videos of the last validation a run wrote (``OUT/validation/step-N/``), for a re-run that only
+    republishes a finished run."""
+    steps = [path for path in Path(output_dir, "validation").glob("step-*") if path.name[5:].isdigit()]
+    if not steps:
+        return []
+    return sorted(max(steps, key=lambda path: int(path.name[5:])).glob("video_*.mp4"))
