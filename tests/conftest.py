@@ -37,3 +37,13 @@ def latents_dir(tmp_path_factory, tiny_model_dir, demo_dir):
     summary = make_builder(tiny_model_dir, data_dir=demo_dir).write_to_folder(output)
     assert summary.finalized
     return output
+
+
+@pytest.fixture
+def loopback_hub():
+    """A Hub on 127.0.0.1 for the real clients, run in subprocesses with ``loopback_hub.env(home)``."""
+    from .loopback_hub import LoopbackHub
+
+    with LoopbackHub() as hub:
+        yield hub
+    assert hub.unknown_requests == [], f"routes the loopback Hub lacks: {hub.unknown_requests}"

@@ -68,9 +68,9 @@ class CommitRecord:
 class HubError(Exception):
     """An error answer: status, the ``X-Error-Code`` the client maps to its exceptions, a message."""
 
-    def __init__(self, status: int, code: str | None, message: str):
+    def __init__(self, status: int, code: str | None, message: str, **extra: str):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.extra = status, code, message, extra
 
 
 class LoopbackHub:
@@ -255,7 +255,7 @@ class LoopbackHub:
         prefix = "" if repo_type == "model" else f"/{repo_type}s"
         url = f"{self.url}{prefix}/{repo_id}"
         if (repo_type, repo_id) in self.repos:
-            raise HubError(409, None, f"You already created this {repo_type} repo: {url}")
+            raise HubError(409, None, f"You already created this {repo_type} repo", url=url)  # the client reads url
         self.repos[(repo_type, repo_id)] = Repo(repo_type, repo_id)
         return {"url": url, "name": repo_id, "id": repo_id}
 
@@ -265,7 +265,9 @@ def _file_entry(path: str, content: bytes) -> dict:
 
 
 def _folder_entry(folder: str, files: dict[str, bytes]) -> dict:
-    below = "".join(f"{path}\0{git_blob_oid(content)}" for path, content in sorted(files.items()) if path.startswith(folder))
+    below = "".join(
+        f"{path}\0{git_blob_oid(content)}" for path, content in sorted(files.items()) if path.startswith(folder)
+    )
     return {"type": "directory", "path": folder, "oid": hashlib.sha1(below.encode()).hexdigest()}
 
 
@@ -319,7 +321,7 @@ def _handler_for(hub: LoopbackHub) -> type[BaseHTTPRequestHandler]:
                     result = self.route(method, segments, query, body)
             except HubError as error:
                 headers = {"X-Error-Code": error.code} if error.code else {}
-                payload = json.dumps({"error": error.message}).encode()
+                payload = json.dumps({"error": error.message, **error.extra}).encode()
                 return self.send(error.status, payload, "application/json", headers, head=method == "HEAD")
             if result is None:
                 hub.unknown_requests.append(f"{method} {target}")

@@ -1,4 +1,4 @@
-"""Upload a finished folder to the Hub (the only place that talks HTTP; tests mock it there)."""
+"""Upload a finished folder to the Hub (the only place that writes to it; tests run it against a loopback Hub)."""
 
 from __future__ import annotations
 
