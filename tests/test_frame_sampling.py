@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastvideo_hf.frame_sampling import ClipTooShortError, resize_and_center_crop, sample_frame_indices
+from fastvideo_hf.frame_sampling import ClipTooShortError, orient_frames, resize_and_center_crop, sample_frame_indices
 from fastvideo_hf.video_decode import VideoDecodeError, available_backends, decode_clip
 from fastvideo_hf.video_writer import write_mp4
 
@@ -62,6 +62,26 @@ def test_decoders_reject_unusable_files_with_a_reason(tmp_path, backend):
         decode_clip(str(tmp_path / "missing.mp4"), 16, 5, backend=backend)
     with pytest.raises(VideoDecodeError, match="decode"):
         decode_clip(str(tmp_path / "text.mp4"), 16, 5, backend=backend)
+    data = numbered_video(tmp_path / "whole.mp4", 16, 32).read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    with pytest.raises(VideoDecodeError, match="cannot decode video|truncated video"):
+        decode_clip(str(tmp_path / "truncated.mp4"), 16, 17, backend=backend)
+
+
+@pytest.mark.parametrize(
+    "orientation, expected",
+    [
+        (((0, -1), (1, 0)), lambda x: torch.rot90(x, 1, dims=(1, 2))),  # the matrix of a 90 degree turn to the left
+        (((-1, 0), (0, -1)), lambda x: torch.rot90(x, 2, dims=(1, 2))),
+        (((0, 1), (-1, 0)), lambda x: torch.rot90(x, -1, dims=(1, 2))),  # what a phone held upright writes
+        (((-1, 0), (0, 1)), lambda x: x.flip(2)),  # mirrored left to right
+        (((0, -1), (-1, 0)), lambda x: torch.rot90(x, 1, dims=(1, 2)).flip(2)),  # turned left, then mirrored
+    ],
+)
+def test_orientation_turns_and_mirrors_the_stored_pictures_as_a_player_does(orientation, expected):
+    stored = torch.arange(2 * 2 * 3 * 3, dtype=torch.uint8).view(2, 2, 3, 3)  # [T, H, W, 3], all pixels distinct
+    shown = orient_frames(stored, orientation)
+    assert torch.equal(shown, expected(stored)) and shown.is_contiguous()
 
 
 def test_resize_covers_the_target_and_crops_the_centre():

@@ -1,4 +1,4 @@
-"""Which source frames to take, and how to fit them to the training size.
+"""Which source frames to take, how to show them upright, and how to fit them to the training size.
 
 Sampling works on the real presentation timestamps of the stream, never on fps values claimed by metadata: the
 frame shown at time ``t`` is the last frame whose timestamp is <= ``t``. For a constant-rate source this is
@@ -13,6 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+# Where a container's display matrix sends the picture's axes: ((a, b), (c, d)) with entries -1, 0 or 1. The coded
+# pixel (x, y) is shown at (a*x + c*y, b*x + d*y), up to a shift: FFmpeg's DISPLAYMATRIX layout, an mp4 tkhd's.
+Orientation = tuple[tuple[int, int], tuple[int, int]]
+UPRIGHT: Orientation = ((1, 0), (0, 1))
 
 # Timestamps are rounded to the stream's time base; this keeps 1/16 s from landing a hair before a frame.
 _TIME_EPSILON = 1e-4
@@ -44,6 +49,23 @@ def sample_frame_indices(frame_times: Sequence[float], fps: float, num_frames: i
     targets = np.arange(num_frames, dtype=np.float64) / fps
     indices = np.searchsorted(times, targets + _TIME_EPSILON, side="right") - 1
     return indices.tolist()
+
+
+def orient_frames(frames: torch.Tensor, orientation: Orientation) -> torch.Tensor:
+    """uint8 frames ``[T, H, W, 3]`` as stored -> as a player shows them through ``orientation``.
+
+    Phones store a portrait clip as landscape pictures plus a quarter-turn matrix (a front camera may add a
+    mirror); training on the stored pictures would teach sideways video.
+    """
+    if orientation == UPRIGHT:
+        return frames
+    (a, b), (c, d) = orientation
+    if a == 0:  # a quarter turn: shown x follows coded y, shown y follows coded x
+        frames, flip_x, flip_y = frames.transpose(1, 2), c < 0, b < 0
+    else:
+        flip_x, flip_y = a < 0, d < 0
+    dims = [dim for dim, flip in ((2, flip_x), (1, flip_y)) if flip]
+    return (frames.flip(dims) if dims else frames).contiguous()
 
 
 def resize_and_center_crop(frames: torch.Tensor, height: int, width: int, chunk_size: int = 8) -> torch.Tensor:

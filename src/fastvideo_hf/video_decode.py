@@ -1,26 +1,34 @@
 """Decode the sampled frames of a video file (or its bytes) with decord, or PyAV where decord is missing.
 
 Both backends first read the presentation timestamps of every frame, pick the frames with
-``frame_sampling.sample_frame_indices`` and then decode only those, so a long source never sits in memory.
-Anything that makes a file unusable raises ``VideoDecodeError`` with a reason a person can act on.
+``frame_sampling.sample_frame_indices`` and then decode only those, so a long source never sits in memory. Both
+return the frames as a player shows them: the container's display matrix (how phones store portrait clips) is
+applied, so one dataset never mixes orientations whichever decoder read each file.
+Anything that makes a file unusable raises ``VideoDecodeError`` with a reason a person can act on; anything else
+(a bug, running out of memory) propagates.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .frame_sampling import ClipTooShortError, sample_frame_indices
+from .frame_sampling import UPRIGHT, ClipTooShortError, Orientation, orient_frames, sample_frame_indices
 
 VideoSource = str | bytes
 
 
 # frames decoded per decord call when reading forward (bounds memory at source resolution)
 _DECORD_RUN = 16
+# a display matrix entry this small next to the largest one is a rounding error of a quarter turn
+_MATRIX_TOLERANCE = 1e-3
 
 
 class VideoDecodeError(ValueError):
@@ -29,11 +37,11 @@ class VideoDecodeError(ValueError):
 
 @dataclass
 class DecodedClip:
-    frames: torch.Tensor  # uint8 [T, H, W, 3], the sampled frames at source resolution
+    frames: torch.Tensor  # uint8 [T, H, W, 3], the sampled frames at source resolution, as a player shows them
     indices: list[int]  # source frame indices that were sampled
     source_num_frames: int
     source_fps: float  # measured from the timestamps, not taken from container metadata
-    source_width: int
+    source_width: int  # as shown: a portrait phone clip is narrower than tall, whatever its stored pictures
     source_height: int
 
 
@@ -75,8 +83,6 @@ def decode_clip(source: VideoSource, fps: float, num_frames: int, backend: str |
             raise  # the stream's timestamps decided it: another decoder reads the same timestamps
         except VideoDecodeError as error:
             errors.append(str(error))
-        except Exception as error:  # decoders raise many types for broken files; all mean "unusable input"
-            errors.append(f"cannot decode video ({type(error).__name__}: {_first_line(error)})")
     raise VideoDecodeError(errors[-1])  # the last decoder's reason (PyAV's messages are the clearer ones)
 
 
@@ -91,29 +97,92 @@ def _check_source(source: VideoSource) -> None:
         raise VideoDecodeError("empty file (0 bytes)")
 
 
-def _first_line(error: Exception) -> str:
+def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0][:200] if text else ""
+
+
+@contextmanager
+def _unusable_on(*errors: type[BaseException]) -> Iterator[None]:
+    """Turn the errors a decoder raises for a file it cannot read into ``VideoDecodeError``; a bug or a
+    MemoryError (PyAV's ENOMEM is both an ``FFmpegError`` and a ``MemoryError``) is not a property of the file."""
+    try:
+        yield
+    except MemoryError:
+        raise
+    except errors as error:
+        raise VideoDecodeError(f"cannot decode video ({type(error).__name__}: {_first_line(error)})") from error
+
+
+def _orientation(matrix: Sequence[int] | None) -> Orientation:
+    """The quarter turn and mirror of a display matrix (FFmpeg's nine int32 layout), or a skip reason."""
+    if matrix is None:
+        return UPRIGHT
+    a, b, _, c, d = (float(value) for value in matrix[:5])
+    scale = max(abs(a), abs(b), abs(c), abs(d))
+    a, b, c, d = (
+        0 if abs(value) <= _MATRIX_TOLERANCE * scale else int(math.copysign(1, value)) for value in (a, b, c, d)
+    )
+    kept_axes = b == c == 0 and a != 0 and d != 0
+    swapped_axes = a == d == 0 and b != 0 and c != 0
+    if not (kept_axes or swapped_axes):
+        degrees = -math.degrees(math.atan2(float(matrix[1]), float(matrix[0])))  # FFmpeg's: counter-clockwise
+        raise VideoDecodeError(
+            f"display matrix turns the picture by {degrees:.0f} degrees: only quarter turns and mirrors can be "
+            "undone; re-encode the clip upright"
+        )
+    return (a, b), (c, d)
+
+
+def _left_after_decord(orientation: Orientation) -> Orientation:
+    """What remains of ``orientation`` after decord's own correction, which turns the picture by the matrix's
+    rotation angle R and ignores a mirror. With pixels as row vectors, ``shown = decord_pixel @ R.T @ orientation``."""
+    (a, b), (c, d) = orientation
+    # decord applies the rotation with the same first row, ((a, b), (-b, a)); undo it with its transpose
+    return (a * a - b * c, a * b - b * d), (b * a + a * c, b * b + a * d)
+
+
+def _pyav_display_matrix(frame) -> list[int] | None:
+    side_data = frame.side_data.get("DISPLAYMATRIX")
+    return None if side_data is None else np.frombuffer(bytes(side_data), dtype=np.int32).tolist()
+
+
+def _pyav_orientation(source: VideoSource) -> Orientation:
+    """The display matrix FFmpeg attaches to the first decoded picture (read once; it describes the stream)."""
+    import av
+
+    with _unusable_on(av.error.FFmpegError, OSError):
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r") as container:
+            if not container.streams.video:
+                raise VideoDecodeError("not a video: no video stream")
+            for frame in container.decode(video=0):
+                return _orientation(_pyav_display_matrix(frame))
+    raise VideoDecodeError("not a video: no frames found")
 
 
 def _decode_with_decord(source: VideoSource, fps: float, num_frames: int) -> DecodedClip:
     import decord
 
+    # decord turns quarter turns itself but ignores mirrors: read the matrix with PyAV to finish the job
+    remaining = _left_after_decord(_pyav_orientation(source))
     decord.logging.set_level(decord.logging.QUIET)  # our skip reason says it once, without ffmpeg's noise
-    reader = decord.VideoReader(io.BytesIO(source) if isinstance(source, bytes) else source, num_threads=1)
-    total = len(reader)
-    if total == 0:
-        raise VideoDecodeError("not a video: no frames found")
-    frame_times = reader.get_frame_timestamp(np.arange(total))[:, 0]
-    indices = sample_frame_indices(frame_times, fps, num_frames)
-    # Read forward in short contiguous runs, keeping the sampled frames: decord seeks for sparse index lists,
-    # and a seek can land on a neighbouring frame; contiguous reads decode in order, like the PyAV path.
-    wanted, last = set(indices), max(indices)
-    kept: dict[int, np.ndarray] = {}
-    for start in range(0, last + 1, _DECORD_RUN):
-        batch = reader.get_batch(list(range(start, min(start + _DECORD_RUN, last + 1)))).asnumpy()
-        kept.update({start + offset: frame for offset, frame in enumerate(batch) if start + offset in wanted})
-    frames = torch.from_numpy(np.stack([kept[index] for index in indices]))
+    # RuntimeError is decord's "Error reading <file>" (FFmpeg could not open it); DECORDError a failed check inside
+    with _unusable_on(RuntimeError, decord.DECORDError):
+        reader = decord.VideoReader(io.BytesIO(source) if isinstance(source, bytes) else source, num_threads=1)
+    with _unusable_on(decord.DECORDError):
+        total = len(reader)
+        if total == 0:
+            raise VideoDecodeError("not a video: no frames found")
+        frame_times = reader.get_frame_timestamp(np.arange(total))[:, 0]
+        indices = sample_frame_indices(frame_times, fps, num_frames)
+        # Read forward in short contiguous runs, keeping the sampled frames: decord seeks for sparse index lists,
+        # and a seek can land on a neighbouring frame; contiguous reads decode in order, like the PyAV path.
+        wanted, last = set(indices), max(indices)
+        kept: dict[int, np.ndarray] = {}
+        for start in range(0, last + 1, _DECORD_RUN):
+            batch = reader.get_batch(list(range(start, min(start + _DECORD_RUN, last + 1)))).asnumpy()
+            kept.update({start + offset: frame for offset, frame in enumerate(batch) if start + offset in wanted})
+    frames = orient_frames(torch.from_numpy(np.stack([kept[index] for index in indices])), remaining)
     return DecodedClip(
         frames=frames,
         indices=indices,
@@ -127,6 +196,11 @@ def _decode_with_decord(source: VideoSource, fps: float, num_frames: int) -> Dec
 def _decode_with_pyav(source: VideoSource, fps: float, num_frames: int) -> DecodedClip:
     import av
 
+    with _unusable_on(av.error.FFmpegError, OSError):
+        return _read_with_pyav(av, source, fps, num_frames)
+
+
+def _read_with_pyav(av, source: VideoSource, fps: float, num_frames: int) -> DecodedClip:
     def open_container():
         return av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r")
 
@@ -143,8 +217,11 @@ def _decode_with_pyav(source: VideoSource, fps: float, num_frames: int) -> Decod
     wanted = set(indices)
     last_wanted = max(indices)
     decoded: dict[int, np.ndarray] = {}
+    orientation = None
     with open_container() as container:
         for position, frame in enumerate(container.decode(video=0)):
+            if orientation is None:
+                orientation = _orientation(_pyav_display_matrix(frame))
             if position in wanted:
                 decoded[position] = frame.to_ndarray(format="rgb24")
             if position >= last_wanted:
@@ -152,7 +229,7 @@ def _decode_with_pyav(source: VideoSource, fps: float, num_frames: int) -> Decod
     missing = wanted.difference(decoded)
     if missing:
         raise VideoDecodeError(f"truncated video: frames {sorted(missing)[:5]} could not be decoded")
-    frames = torch.from_numpy(np.stack([decoded[i] for i in indices]))
+    frames = orient_frames(torch.from_numpy(np.stack([decoded[i] for i in indices])), orientation)
     return DecodedClip(
         frames=frames,
         indices=indices,
