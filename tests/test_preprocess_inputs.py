@@ -34,6 +34,12 @@ def cli_args(model_dir, output_dir, *, data_dir=None, dataset_name=None, **overr
     return argv
 
 
+def load_rows(output_dir: Path):
+    """The folder read with plain ``datasets``, cached beside it: datasets keys its cache of a local folder on
+    the folder's name and the card's sizes, so a fresh ``out`` of the same size could read an old run's rows."""
+    return load_dataset(str(output_dir), split="train", cache_dir=str(output_dir.parent / "datasets-cache"))
+
+
 def error_lines(caplog) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
 
@@ -168,7 +174,7 @@ def test_merged_folder_captions_that_are_not_text_are_skipped(tmp_path, tiny_mod
     data = write_listing(tmp_path / "raw", [{"path": clip(demo_dir, i), "cap": cap} for i, cap in enumerate(captions)])
     output = tmp_path / "out"
     assert preprocess_main(cli_args(tiny_model_dir, output, data_dir=data)) == 0
-    rows = {row["file_name"]: row["caption"] for row in load_dataset(str(output), split="train")}
+    rows = {row["file_name"]: row["caption"] for row in load_rows(output)}
     assert rows == {clip(demo_dir, 4): "A plain caption.", clip(demo_dir, 5): rows[clip(demo_dir, 5)]}
     assert rows[clip(demo_dir, 5)] in ("One.", "Two.")
     reasons = skipped_reasons(output)
@@ -215,7 +221,7 @@ def test_the_same_file_listed_twice_gives_one_row_and_a_recorded_duplicate(tmp_p
     write_listing(data, entries)
     output = tmp_path / "out"
     assert preprocess_main(cli_args(tiny_model_dir, output, data_dir=data)) == 0
-    rows = load_dataset(str(output), split="train")
+    rows = load_rows(output)
     assert sorted(rows["id"]) == ["a.mp4", "b.mp4"]
     assert dict(zip(rows["id"], rows["caption"], strict=True))["a.mp4"] == "A red square."
     assert skipped_reasons(output) == {
@@ -242,7 +248,7 @@ def test_long_captions_are_kept_counted_in_the_card_and_warned_once_across_proce
     assert "| captions | 2 longer than 512 tokens" in (output / "README.md").read_text()
     warnings = [record.getMessage() for record in caplog.records if "captions_truncated" in record.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith(f"2 captions (first: {clip(demo_dir, 0)}) are longer")
-    rows = {row["id"]: row for row in load_dataset(str(output), split="train")}
+    rows = {row["id"]: row for row in load_rows(output)}
     assert rows[clip(demo_dir, 0)]["caption"] == long_caption
     assert columns_to_tensor(rows[clip(demo_dir, 0)], "text_embedding").shape[0] == 512
     assert columns_to_tensor(rows[clip(demo_dir, 1)], "text_embedding").shape[0] < 512
@@ -259,4 +265,4 @@ def test_listing_that_is_not_utf8_is_named_and_a_byte_order_mark_is_accepted(
     assert "save it as UTF-8" in line
     with_bom = write_listing(tmp_path / "bom", entries, encoding="utf-8-sig")
     assert preprocess_main(cli_args(tiny_model_dir, tmp_path / "out2", data_dir=with_bom)) == 0
-    assert load_dataset(str(tmp_path / "out2"), split="train")["caption"] == ["Un carré rouge."]
+    assert load_rows(tmp_path / "out2")["caption"] == ["Un carré rouge."]
