@@ -41,9 +41,9 @@ def load_latent_dataset(name_or_path: str, revision: str | None = None, split: s
     """The ``datasets.Dataset`` of a local folder or Hub repo made by ``preprocess`` (plain ``load_dataset``).
 
     datasets keys its cache of a local folder whose card has ``configs:`` on the card alone, not on the files,
-    so shards rewritten after a first load would train from the stale cache without a word. So the files a
-    cache was built from (path, size, mtime) are recorded beside it, and a cache whose folder changed since is
-    rebuilt (``force_redownload``, logged). A Hub dataset's cache is keyed by its commit: it cannot go stale so.
+    so shards rewritten after a first load would train from the stale cache without a word. The files a cache
+    was built from (path, size, mtime) are therefore recorded beside it, and a cache whose folder changed since
+    is rebuilt (``force_redownload``, logged). A Hub dataset's cache is keyed by its commit: it cannot go stale.
     """
     from datasets import load_dataset
 
@@ -75,6 +75,7 @@ def load_latent_dataset(name_or_path: str, revision: str | None = None, split: s
 
 
 def _load_folder(folder: Path, split: str, **kwargs):
+    """``load_dataset`` of a local folder; shards that disagree with their card's counts are refused clearly."""
     from datasets import load_dataset
     from datasets.exceptions import NonMatchingSplitsSizesError
 
