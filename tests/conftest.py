@@ -17,6 +17,17 @@ from fastvideo_hf.tiny_models import save_tiny_wan_pipeline  # noqa: E402
 from .helpers import NUM_DEMO_VIDEOS, make_builder  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def own_datasets_cache(tmp_path, monkeypatch):
+    """Each test (and the processes it starts) reads datasets through its own cache: plain ``load_dataset(FOLDER)``
+    keys a folder's cache on its name and card, so two tests' folders named ``out`` of equal size would share rows."""
+    import datasets
+
+    cache = tmp_path / "datasets-cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     return save_tiny_wan_pipeline(tmp_path_factory.mktemp("models") / "tiny-wan-t2v")

@@ -84,7 +84,8 @@ def main(args):
 
     trained_parameters = list(transformer.parameters())
     optimizer = create_optimizer(trained_parameters, args)
-    dataset, fingerprint = load_checked_latent_dataset(args, spec)
+    with accelerator.main_process_first():  # one process builds the datasets cache, the others reuse it
+        dataset, fingerprint = load_checked_latent_dataset(args, spec)
     dataloader, batch_sampler = create_dataloader(dataset, args, accelerator.num_processes)
     max_train_steps, num_train_epochs = training_length(args, len(batch_sampler))
     # Global batches are split across processes, so the prepared scheduler steps once per optimizer step

@@ -11,11 +11,8 @@ Accelerate splits across processes, so N processes see exactly the samples one p
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,75 +30,42 @@ logger = logging.getLogger(__name__)
 
 TENSOR_COLUMNS = ("vae_latent", "text_embedding")
 IMAGE_TENSOR_COLUMNS = ("first_frame_latent", "clip_feature")  # image-to-video datasets
-# Beside a datasets cache: the files of a local folder it was built from (see load_latent_dataset).
-SOURCE_FILES_RECORD = "fastvideo_hf_source_files.json"
+# The shards of a local folder, as the card's ``configs:`` names them.
+SHARD_PATTERN = "data/train-*.parquet"
 
 
 def load_latent_dataset(name_or_path: str, revision: str | None = None, split: str = "train"):
-    """The ``datasets.Dataset`` of a local folder or Hub repo made by ``preprocess`` (plain ``load_dataset``).
+    """The ``datasets.Dataset`` of a local folder or Hub repo made by ``preprocess``.
 
-    datasets keys its cache of a local folder whose card has ``configs:`` on the card alone, not on the files,
-    so shards rewritten after a first load would train from the stale cache without a word. The files a cache
-    was built from (path, size, mtime) are therefore recorded beside it, and a cache whose folder changed since
-    is rebuilt (``force_redownload``, logged). A Hub dataset's cache is keyed by its commit: it cannot go stale.
+    A Hub dataset is loaded with plain ``load_dataset`` (its cache is keyed by the commit). A local folder is
+    loaded as its Parquet shards (``load_dataset("parquet", data_files=...)``), whose cache datasets keys on each
+    file's path and modification time: ``load_dataset(FOLDER)`` keys the cache of a folder whose card has
+    ``configs:`` on the folder's name and the card alone, so shards rewritten after a first load, or another
+    folder of the same name and size, would be served stale rows without a word. Shards that no longer hold
+    the rows their card counts are refused.
     """
     from datasets import load_dataset
 
     folder = Path(name_or_path)
     if not folder.is_dir():
         return load_dataset(name_or_path, split=split, revision=revision)
-    started = time.time()
-    dataset = _load_folder(folder, split)
-    if not dataset.cache_files:  # nothing cached, nothing stale
-        return dataset
-    record_path = Path(dataset.cache_files[0]["filename"]).parent / SOURCE_FILES_RECORD
-    record = {"sources": _file_stats([folder / "README.md", *sorted(folder.rglob("*.parquet"))]), "cache": None}
-    cache = _file_stats([Path(file["filename"]) for file in dataset.cache_files])
-    recorded = json.loads(record_path.read_text()) if record_path.exists() else {}
-    if recorded.get("cache") == cache:  # the very cache the record was written for
-        stale = recorded["sources"] != record["sources"]
-    else:  # built without a record: fresh if built by this call (file times lag the clock by a tick at most)
-        stale = min(stat[2] for stat in cache) < (started - 0.05) * 1e9
-    if stale:
-        logger.warning("the datasets cache of %s was built from other files than it holds now: rebuilding it", folder)
-        dataset = _load_folder(folder, split, download_mode="force_redownload")
-        cache = _file_stats([Path(file["filename"]) for file in dataset.cache_files])
-    record["cache"] = cache
-    if record != recorded:
-        temporary = record_path.with_name(f".{record_path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(record))
-        temporary.replace(record_path)
-    return dataset
+    shards = sorted(folder.glob(SHARD_PATTERN))
+    _check_shards_match_card(folder, shards)
+    return load_dataset("parquet", data_files={split: [str(path) for path in shards]}, split=split)
 
 
-def _load_folder(folder: Path, split: str, **kwargs):
-    """``load_dataset`` of a local folder; shards that disagree with their card's counts are refused clearly."""
-    from datasets import load_dataset
-    from datasets.exceptions import NonMatchingSplitsSizesError
+def _check_shards_match_card(folder: Path, shards: list[Path]) -> None:
+    import pyarrow.parquet as pq
 
-    try:
-        return load_dataset(str(folder), split=split, **kwargs)
-    except NonMatchingSplitsSizesError as error:  # datasets checks the rows and bytes the card records
-        import pyarrow.parquet as pq
+    from .dataset_card import read_card_metadata
 
-        from .dataset_card import read_card_metadata
-
-        rows = sum(pq.ParquetFile(path).metadata.num_rows for path in folder.rglob("*.parquet"))
-        card_rows = (read_card_metadata(folder) or {}).get("num_rows")
+    card_rows = (read_card_metadata(folder) or {}).get("num_rows")
+    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in shards)
+    if card_rows is not None and rows != card_rows:
         raise LatentDatasetChangedError(
             f"the shards of {folder} ({rows} rows) no longer match its card ({card_rows} rows): they changed after "
             "`fastvideo-hf preprocess` wrote them: make the folder again with it (into a fresh --output_dir)"
-        ) from error
-
-
-def _file_stats(paths: list[Path]) -> list[list]:
-    """[path, size, mtime_ns] of each of ``paths`` that is a file."""
-    return [
-        [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
-        for path in paths
-        if path.is_file()
-        for stat in [path.stat()]
-    ]
+        )
 
 
 def read_dataset_card_metadata(name_or_path: str, revision: str | None = None) -> dict[str, Any] | None:
