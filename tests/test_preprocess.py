@@ -1,9 +1,11 @@
 """What users of `fastvideo-hf preprocess` rely on: exact latents and embeddings, skips, card, plain loading."""
 
 import json
+import shutil
 import subprocess
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -29,7 +31,11 @@ EXPECTED_SKIPS = {
 
 
 def rows_by_id(dataset_dir):
-    return {row["id"]: row for row in load_dataset(str(dataset_dir), split="train")}
+    """The rows on disk, by id. Plain ``load_dataset(FOLDER)`` keys its cache on the folder's name and card, not
+    its files, so it can return another folder's rows (a suite once compared a fresh encode against the cached
+    rows of an earlier run's ``out``); the shards as Parquet files are keyed by path and modification time."""
+    shards = sorted(str(path) for path in (dataset_dir / "data").glob("*.parquet"))
+    return {row["id"]: row for row in load_dataset("parquet", data_files=shards, split="train")}
 
 
 def test_every_good_video_is_one_row_and_every_bad_input_is_skipped_with_its_reason(latents_dir):
@@ -39,6 +45,27 @@ def test_every_good_video_is_one_row_and_every_bad_input_is_skipped_with_its_rea
     assert {item["file_name"]: item["reason"] for item in skipped}.keys() == EXPECTED_SKIPS.keys()
     for item in skipped:
         assert item["reason"].startswith(EXPECTED_SKIPS[item["file_name"]]), item
+
+
+def test_rows_are_read_from_each_folders_own_files_not_a_same_named_folders_cache(tmp_path, latents_dir):
+    # Two folders named `out` with the same card and sizes, one latent value apart: what an earlier run (with
+    # another H.264 encode of the demo clips) or another test leaves behind under the same datasets cache key.
+    first, second = tmp_path / "a" / "out", tmp_path / "b" / "out"
+    shutil.copytree(latents_dir, first)
+    shutil.copytree(latents_dir, second)
+    shard = sorted((second / "data").glob("*.parquet"))[0]
+    table = pq.read_table(shard)
+    latents = table.column("vae_latent_bytes").to_pylist()
+    changed = bytearray(latents[0])
+    changed[:4] = torch.tensor([123.0]).numpy().tobytes()
+    latents[0] = bytes(changed)
+    pq.write_table(
+        table.set_column(table.column_names.index("vae_latent_bytes"), "vae_latent_bytes", [latents]), shard
+    )
+    first_rows, second_rows = rows_by_id(first), rows_by_id(second)
+    changed_id = table.column("id")[0].as_py()
+    assert columns_to_tensor(second_rows[changed_id], "vae_latent").flatten()[0] == 123.0
+    assert columns_to_tensor(first_rows[changed_id], "vae_latent").flatten()[0] != 123.0
 
 
 def test_row_metadata_describes_the_sampled_clip(latents_dir):
