@@ -44,7 +44,7 @@ def write_mp4(
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = stored.shape[2], stored.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}  # byte-identical re-encodes
         if rotation % 360 or hflip:
             stream.set_display_rotation(rotation, hflip=hflip)
         for image in stored:
