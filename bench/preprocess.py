@@ -72,7 +72,7 @@ def run_child(args: argparse.Namespace) -> None:
     """Preprocess ``args._child`` videos in this process and print the measurements as one JSON line."""
     import psutil
 
-    from fastvideo_hf.builder import WanLatents
+    from fastvideo_hf.preprocess.builder import WanLatents
 
     num_videos = args._child
     builder = WanLatents(
@@ -126,8 +126,8 @@ def run_child(args: argparse.Namespace) -> None:
 
 def prepare_inputs(work_dir: Path, counts: list[int]) -> None:
     """Write the tiny model and one demo dataset per count, replacing earlier ones and earlier outputs."""
-    from fastvideo_hf.demo_data import write_demo_dataset
-    from fastvideo_hf.tiny_models import save_tiny_wan_pipeline
+    from fastvideo_hf.tools.demo_data import write_demo_dataset
+    from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
 
     shutil.rmtree(model_dir(work_dir), ignore_errors=True)
     for num_videos in counts:

@@ -53,10 +53,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from fastvideo_hf.flow_matching import FlowMatchingConfig
-from fastvideo_hf.latent_dataset import LatentDataset, SameShapeBatchSampler, collate_latents
 from fastvideo_hf.model_spec import WanModelSpec
-from fastvideo_hf.training import StepInputs, compute_loss
+from fastvideo_hf.training.flow_matching import FlowMatchingConfig
+from fastvideo_hf.training.latent_dataset import LatentDataset, SameShapeBatchSampler, collate_latents
+from fastvideo_hf.training.stages import StepInputs, compute_loss
 
 BENCH_DIR = Path(__file__).resolve().parent
 DATA_WAIT_GOAL = 0.05  # data wait may take at most 5% of a training step
@@ -73,9 +73,9 @@ REAL_EMBEDDING_SHAPE = (120, 4096)  # a 120-token prompt through umT5-XXL, store
 
 def prepare(work_dir: Path, num_videos: int) -> tuple[Path, Path]:
     """Write demo videos, the tiny model and their latent dataset into ``work_dir``; returns (model, latents)."""
-    from fastvideo_hf.builder import WanLatents
-    from fastvideo_hf.demo_data import write_demo_dataset
-    from fastvideo_hf.tiny_models import save_tiny_wan_pipeline
+    from fastvideo_hf.preprocess.builder import WanLatents
+    from fastvideo_hf.tools.demo_data import write_demo_dataset
+    from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
 
     shutil.rmtree(work_dir, ignore_errors=True)
     model, raw, latents = work_dir / "tiny-wan-t2v", work_dir / "videos", work_dir / "latents"

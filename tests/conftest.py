@@ -11,8 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from fastvideo_hf.demo_data import write_demo_dataset  # noqa: E402
-from fastvideo_hf.tiny_models import save_tiny_wan_pipeline  # noqa: E402
+from fastvideo_hf.tools.demo_data import write_demo_dataset  # noqa: E402
+from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline  # noqa: E402
 
 from .helpers import NUM_DEMO_VIDEOS, make_builder  # noqa: E402
 

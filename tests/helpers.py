@@ -1,6 +1,12 @@
-"""Settings and builders shared by the tests."""
+"""Settings, builders and runners shared by the tests."""
 
-from fastvideo_hf.builder import WanLatents
+import subprocess
+import sys
+from pathlib import Path
+
+from datasets import load_dataset
+
+from fastvideo_hf.preprocess.builder import WanLatents
 
 # Small enough for a CPU, large enough that the VAE compresses time (17 frames -> 5 latent frames).
 PREPROCESS_SETTINGS = {"height": 64, "width": 96, "num_frames": 17, "fps": 16.0}
@@ -17,8 +23,33 @@ def make_builder(model_dir, samples_per_file=3, **overrides) -> WanLatents:
 
 def decoded_first_frame(path, height, width, num_frames, fps):
     """The conditioning image preprocessing takes from a clip: its first sampled frame after resize and crop."""
-    from fastvideo_hf.frame_sampling import first_frame_image, resize_and_center_crop
-    from fastvideo_hf.video_decode import decode_clip
+    from fastvideo_hf.preprocess.frame_sampling import first_frame_image, resize_and_center_crop
+    from fastvideo_hf.preprocess.video_decode import decode_clip
 
     clip = decode_clip(str(path), fps=fps, num_frames=num_frames)
     return first_frame_image(resize_and_center_crop(clip.frames, height, width))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_training(script, model_dir, dataset_dir, output_dir, *extra, nproc=1, check=True, env=None):
+    """Run a training script as users do (torchrun gives Accelerate MULTI_CPU with gloo for nproc > 1)."""
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    command = launcher + [str(REPO / "training_scripts" / script)]
+    command += ["--pretrained_model_name_or_path", str(model_dir), "--dataset_name", str(dataset_dir)]
+    command += ["--output_dir", str(output_dir), "--report_to", "none", "--seed", "7", *map(str, extra)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def rows_by_id(dataset_dir):
+    """The rows on disk, by id. Plain ``load_dataset(FOLDER)`` keys its cache on the folder's name and card, not
+    its files, so it can return another folder's rows (a suite once compared a fresh encode against the cached
+    rows of an earlier run's ``out``); the shards as Parquet files are keyed by path and modification time."""
+    shards = sorted(str(path) for path in (dataset_dir / "data").glob("*.parquet"))
+    return {row["id"]: row for row in load_dataset("parquet", data_files=shards, split="train")}

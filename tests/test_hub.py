@@ -19,8 +19,8 @@ FASTVIDEO_HF = str(Path(sys.executable).parent / "fastvideo-hf")
 
 READ_CARDS = """
 import json, sys
-from fastvideo_hf.dataset_checks import LatentDatasetNotFoundError
-from fastvideo_hf.latent_dataset import read_dataset_card_metadata
+from fastvideo_hf.training.dataset_checks import LatentDatasetNotFoundError
+from fastvideo_hf.training.latent_dataset import read_dataset_card_metadata
 
 cards = [read_dataset_card_metadata("user/lat"), read_dataset_card_metadata("user/lat", revision=sys.argv[1])]
 try:
@@ -90,7 +90,7 @@ def test_training_reads_the_card_of_a_hub_dataset_by_id_and_revision(tmp_path, l
 def test_the_model_card_names_the_base_model_by_hub_id_never_by_local_path(
     tmp_path, tiny_model_dir, latents_dir, caplog
 ):
-    from fastvideo_hf.model_card import write_model_card
+    from fastvideo_hf.training.model_card import write_model_card
 
     def card_for(base_model, dataset=str(latents_dir)):
         output = tmp_path / "out"
@@ -107,7 +107,7 @@ def test_the_model_card_names_the_base_model_by_hub_id_never_by_local_path(
 
     assert "base_model: me/tiny-wan\n" in card_for("me/tiny-wan")
 
-    with caplog.at_level("WARNING", logger="fastvideo_hf.model_card"):
+    with caplog.at_level("WARNING", logger="fastvideo_hf.training.model_card"):
         local = card_for(str(tiny_model_dir))
     assert "base_model" not in local.split("---")[1] and "datasets" not in local.split("---")[1]
     assert str(tiny_model_dir.parent) not in local and str(latents_dir.parent) not in local

@@ -13,12 +13,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from fastvideo_hf.demo_data import write_demo_dataset
+from fastvideo_hf.tools.demo_data import write_demo_dataset
 
-from .helpers import PREPROCESS_SETTINGS
+from .helpers import PREPROCESS_SETTINGS, REPO
 from .loopback_hub import TOKEN
 
-REPO = Path(__file__).resolve().parents[1]
 FASTVIDEO_HF = str(Path(sys.executable).parent / "fastvideo-hf")
 
 PLAIN_LOAD = """

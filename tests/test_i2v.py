@@ -5,15 +5,13 @@ import torch
 from diffusers import WanImageToVideoPipeline, WanPipeline
 from safetensors.torch import load_file
 
-from fastvideo_hf.flow_matching import FlowMatchingConfig, sample_generators, sample_sigmas
 from fastvideo_hf.model_spec import WanModelSpec
 from fastvideo_hf.schema import columns_to_tensor
-from fastvideo_hf.tiny_models import save_tiny_wan_pipeline
-from fastvideo_hf.transformer_inputs import build_transformer_call
+from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
+from fastvideo_hf.training.flow_matching import FlowMatchingConfig, sample_generators, sample_sigmas
+from fastvideo_hf.training.transformer_inputs import build_transformer_call
 
-from .helpers import PREPROCESS_SETTINGS, decoded_first_frame, make_builder
-from .test_preprocess import rows_by_id
-from .test_training import run_training
+from .helpers import PREPROCESS_SETTINGS, decoded_first_frame, make_builder, rows_by_id, run_training
 
 FLAGS = ["--max_train_steps", "3", "--learning_rate", "5e-3", "--checkpointing_steps", "100"]
 FLAGS += ["--validation_steps", "100", "--caption_dropout", "0.0"]
@@ -185,7 +183,7 @@ def test_both_experts_train_in_one_run_each_on_its_timesteps(tmp_path, i2v, scri
 
 
 def test_experts_route_each_sample_by_its_timestep(i2v):
-    from fastvideo_hf.experts import WanExperts
+    from fastvideo_hf.training.experts import WanExperts
 
     calls = []
 
@@ -209,7 +207,7 @@ def test_ti2v_trains_image_to_video_with_a_clean_first_frame(tmp_path, i2v):
     model_dir, latents = i2v["wan2.2-ti2v-5b"]
     output = tmp_path / "ti2v-i2v"
     run_training("train_wan_lora.py", model_dir, latents, output, *FLAGS, "--rank", "4", "--report_to", "tensorboard")
-    from fastvideo_hf.loss_curve import read_scalar
+    from fastvideo_hf.tools.loss_curve import read_scalar
 
     steps, losses = read_scalar(output / "logs")
     assert steps.tolist() == [1, 2, 3] and torch.isfinite(torch.tensor(losses)).all()

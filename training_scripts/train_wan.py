@@ -19,12 +19,13 @@ from accelerate.utils import DistributedType, set_seed
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from fastvideo_hf.checkpoint_hooks import register_full_finetune_hooks, save_full_outputs
-from fastvideo_hf.experts import expert_modules
-from fastvideo_hf.hub import push_training_output
 from fastvideo_hf.model_spec import WanModelSpec
-from fastvideo_hf.resume_settings import run_settings
-from fastvideo_hf.training import (
+from fastvideo_hf.training.args import build_training_parser, validate_training_args
+from fastvideo_hf.training.checkpoint_hooks import register_full_finetune_hooks, save_full_outputs
+from fastvideo_hf.training.experts import expert_modules
+from fastvideo_hf.training.hub import push_training_output
+from fastvideo_hf.training.resume_settings import run_settings
+from fastvideo_hf.training.stages import (
     StepInputs,
     advance,
     compute_loss,
@@ -45,8 +46,7 @@ from fastvideo_hf.training import (
     update_vsa_sparsity,
     weight_dtype_for,
 )
-from fastvideo_hf.training_args import build_training_parser, validate_training_args
-from fastvideo_hf.validation import latest_validation_videos, run_validation
+from fastvideo_hf.training.validation import latest_validation_videos, run_validation
 
 logger = get_logger(__name__)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 EXPERT_SUBFOLDERS = {"high": "transformer", "low": "transformer_2"}
+# WanPipeline.__call__ encodes prompts to this many tokens; the training loader pads back to it.
+WAN_MAX_SEQUENCE_LENGTH = 512
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,6 @@ class WanModelSpec:
     @classmethod
     def from_pretrained(cls, model: str, revision: str | None = None) -> WanModelSpec:
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
-
-        from .encoders import model_index
 
         index = model_index(model, revision)
         transformer = WanTransformer3DModel.load_config(model, subfolder="transformer", revision=revision)
@@ -67,3 +67,14 @@ class WanModelSpec:
         if not self.has_experts:
             raise ValueError("--expert is only for two-expert models (Wan2.2 A14B); this model has one transformer")
         return (self.boundary_ratio, 1.0) if expert == "high" else (0.0, self.boundary_ratio)
+
+
+def model_index(model: str, revision: str | None = None) -> dict:
+    """The pipeline's ``model_index.json``: which components exist (image encoder, second expert) and flags."""
+    from diffusers import DiffusionPipeline
+
+    return dict(DiffusionPipeline.load_config(model, revision=revision))
+
+
+def has_component(index: dict, name: str) -> bool:
+    return bool(index.get(name)) and index[name][0] is not None

@@ -1,0 +1,211 @@
+"""Writing a builder's rows into a Hub-ready folder that survives kill -9 and splits across processes.
+
+``LatentFolderWriter(builder)`` owns what a resumable run needs beyond encoding one input: the run's settings
+(``manifest``, which a resume must match), the Parquet shard of each chunk (``shard_progress`` moves it into
+``OUT/data/`` and marks it done), and, once every chunk of every process is done, ``skipped.jsonl`` and the
+dataset card. ``WanLatents.write_to_folder`` is the one-call form; ``fastvideo-hf preprocess`` calls
+``prepare`` (every check that needs no weights) and ``write`` separately, so a bad setting exits before any
+model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from datasets.arrow_writer import ParquetWriter
+from tqdm.auto import tqdm
+
+from ..dataset_card import render_dataset_card, skip_reason_counts
+from ..model_spec import WAN_MAX_SEQUENCE_LENGTH, has_component
+from .builder import WRITER_BATCH_SIZE, SkipInput
+from .encoders import load_pipeline_configs
+from .shard_progress import ChunkResult, ShardProgress, atomic_write_text, check_output_dir, listing_digest
+from .sources import VideoInput
+
+if TYPE_CHECKING:
+    from .builder import WanLatents
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedFolder:
+    """An output folder checked and opened for a run: the chunks to encode, their progress, the run's settings."""
+
+    chunks: list[list[VideoInput]]
+    progress: ShardProgress
+    manifest: dict[str, Any]
+
+
+@dataclass
+class WriteSummary:
+    """What one process did in ``write_to_folder``; ``finalized`` when it wrote the card (the run is complete)."""
+
+    rows_written: int = 0
+    inputs_skipped: int = 0
+    chunks_done: int = 0
+    finalized: bool = False
+    total_rows: int = 0
+    total_skipped: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+class LatentFolderWriter:
+    """Writes the rows of ``builder`` (a ``WanLatents``) into a resumable, rank-sharded dataset folder."""
+
+    def __init__(self, builder: WanLatents):
+        self.builder = builder
+
+    def manifest(self, chunks: list[list[VideoInput]]) -> dict[str, Any]:
+        """Everything that changes the rows; a resume must match it exactly."""
+        config = self.builder.config
+        listing = [(item.id, item.file_name, *item.captions) for chunk in chunks for item in chunk]
+        return {
+            "task": config.task,
+            "model": config.pretrained_model_name_or_path,
+            "revision": config.revision,
+            "source": self.builder.source.describe(),
+            "height": config.height,
+            "width": config.width,
+            "num_frames": config.num_frames,
+            "fps": float(config.fps),
+            "storage_dtype": config.storage_dtype,
+            "samples_per_file": config.samples_per_file,
+            "seed": config.seed,
+            "text_encoder_dtype": config.text_encoder_dtype,
+            "vae_dtype": config.vae_dtype,
+            "num_inputs": len(listing),
+            "inputs_digest": listing_digest(listing),
+        }
+
+    def prepare(self, output_dir: str | Path) -> PreparedFolder:
+        """Everything checkable before encoding, in the order that fails fastest: the model, the output folder,
+        the inputs, and the settings of a run already in the folder. Raises ``ValueError`` (bad settings)."""
+        self.builder.check_model()
+        check_output_dir(output_dir)
+        chunks = self.builder.plan_chunks()
+        manifest = self.manifest(chunks)
+        return PreparedFolder(chunks, ShardProgress(output_dir, len(chunks), manifest), manifest)
+
+    def write(
+        self, folder: PreparedFolder, rank: int = 0, world_size: int = 1, repo_id: str | None = None
+    ) -> WriteSummary:
+        """Encode this process's unfinished chunks of a folder ``prepare`` checked into ``OUT/data/`` and, when
+        every chunk of every process is done, write ``skipped.jsonl`` and the dataset card."""
+        chunks, progress, manifest = folder.chunks, folder.progress, folder.manifest
+        pending = progress.pending(rank, world_size)
+        summary = WriteSummary(seconds=self.builder.timings)
+        num_pending_inputs = sum(len(chunks[index]) for index in pending)
+        with tqdm(
+            total=num_pending_inputs, unit="video", desc=f"Encoding (rank {rank})", disable=num_pending_inputs == 0
+        ) as bar:
+            for index in pending:
+                result = self._write_chunk(progress, index, chunks[index], bar)
+                progress.commit(result)
+                summary.rows_written += result.rows
+                summary.inputs_skipped += len(result.skipped)
+                summary.chunks_done += 1
+        if progress.all_done():
+            self._finalize(progress, manifest, summary, repo_id)
+        return summary
+
+    def _write_chunk(self, progress: ShardProgress, index: int, chunk: list[VideoInput], bar) -> ChunkResult:
+        writer, skipped, truncated = None, [], []
+        tmp_path = progress.tmp_shard_path(index)
+        builder = self.builder
+        features = builder.info.features
+        try:
+            for item in chunk:
+                try:
+                    row = builder.encode_input(item)
+                except SkipInput as reason:
+                    skipped.append({"id": item.id, "file_name": item.file_name, "reason": str(reason)})
+                    logger.warning("skipping %s: %s", item.file_name or item.id, reason)
+                    bar.update(1)
+                    continue
+                if builder.encoders[0].truncates(row["caption"]):
+                    truncated.append(item.id)
+                started = time.perf_counter()
+                if writer is None:
+                    writer = ParquetWriter(features=features, path=str(tmp_path), writer_batch_size=WRITER_BATCH_SIZE)
+                writer.write(features.encode_example(row))
+                builder.timings["write"] += time.perf_counter() - started
+                bar.update(1)
+            rows, num_bytes = 0, 0
+            if writer is not None:
+                started = time.perf_counter()
+                rows, num_bytes = writer.finalize()
+                builder.timings["write"] += time.perf_counter() - started
+        finally:
+            if writer is not None:
+                writer.close()
+        shard = progress.shard_name(index) if rows else None
+        file_bytes = tmp_path.stat().st_size if rows else 0
+        return ChunkResult(index, shard, rows, num_bytes, file_bytes, skipped, truncated)
+
+    def _finalize(self, progress: ShardProgress, manifest: dict[str, Any], summary: WriteSummary, repo_id) -> None:
+        results = progress.results()
+        skipped = [item for result in results for item in result.skipped]
+        summary.total_rows = sum(result.rows for result in results)
+        summary.total_skipped = len(skipped)
+        summary.finalized = True
+        output_dir = progress.output_dir
+        atomic_write_text(output_dir / "skipped.jsonl", "".join(json.dumps(item) + "\n" for item in skipped))
+        if summary.total_rows == 0:
+            return
+        truncated = [item_id for result in results for item_id in result.captions_truncated]
+        if truncated:
+            logger.warning(
+                "%d captions (first: %s) are longer than the text encoder's %d tokens and were cut to them, as "
+                "WanPipeline cuts prompts; the card counts them as captions_truncated",
+                len(truncated),
+                truncated[0],
+                WAN_MAX_SEQUENCE_LENGTH,
+            )
+        metadata = self.card_metadata(manifest, results, skipped)
+        atomic_write_text(output_dir / "README.md", render_dataset_card(metadata, skipped, repo_id))
+
+    def card_metadata(self, manifest: dict[str, Any], results: list[ChunkResult], skipped) -> dict[str, Any]:
+        """The ``fastvideo_hf`` block of the card: what made the latents, and the counts."""
+        config = self.builder.config
+        configs = load_pipeline_configs(config.pretrained_model_name_or_path, config.revision)
+        vae_config, text_config, index = configs.vae, configs.text_encoder, configs.index
+        spatial, temporal = vae_config.get("scale_factor_spatial") or 8, vae_config.get("scale_factor_temporal") or 4
+        latent_shape = [
+            vae_config["z_dim"],
+            (config.num_frames - 1) // temporal + 1,
+            config.height // spatial,
+            config.width // spatial,
+        ]
+        return {
+            **{key: manifest[key] for key in ("task", "model", "revision", "source", "height", "width")},
+            **{key: manifest[key] for key in ("num_frames", "fps", "storage_dtype", "seed")},
+            "vae_class": vae_config.get("_class_name", "AutoencoderKLWan"),
+            "text_encoder_class": (text_config.architectures or ["UMT5EncoderModel"])[0],
+            "latent_channels": vae_config["z_dim"],
+            "latent_shape": latent_shape,
+            "latents_mean": vae_config.get("latents_mean"),
+            "latents_std": vae_config.get("latents_std"),
+            "text_dim": text_config.d_model,
+            "max_sequence_length": WAN_MAX_SEQUENCE_LENGTH,
+            "text_encoder_dtype": manifest["text_encoder_dtype"],
+            "vae_dtype": manifest["vae_dtype"],
+            "num_inputs": manifest["num_inputs"],
+            "num_rows": sum(result.rows for result in results),
+            "num_skipped": len(skipped),
+            "captions_truncated": sum(len(result.captions_truncated) for result in results),
+            "num_shards": sum(1 for result in results if result.shard),
+            "num_bytes": sum(result.num_bytes for result in results),
+            "parquet_bytes": sum(result.file_bytes for result in results),
+            "skipped_reasons": skip_reason_counts(skipped),
+            "pipeline_class": index.get("_class_name"),
+            "expand_timesteps": bool(index.get("expand_timesteps")),
+            "boundary_ratio": index.get("boundary_ratio"),
+            "has_image_encoder": config.task == "i2v" and has_component(index, "image_encoder"),
+        }

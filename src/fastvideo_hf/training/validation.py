@@ -1,0 +1,207 @@
+"""Validation videos during training, from FastVideo's ``validation.json`` or a single prompt.
+
+Videos are generated with the stock ``WanPipeline`` around the transformer being trained (so validation shows
+what users will get), written as H.264 mp4 under ``OUT/validation/step-{N}/`` and logged to the trackers:
+wandb gets the video, tensorboard a strip of frames (its video logging needs moviepy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..video_writer import write_mp4
+from ..vsa import vsa_context
+from .experts import expert_modules
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationEntry:
+    caption: str
+    height: int
+    width: int
+    num_frames: int
+    num_inference_steps: int
+    image_path: str | None = None  # image-to-video conditioning, relative paths resolved against the json
+
+
+def load_validation_entries(
+    validation_file: str | None,
+    validation_prompt: str | None,
+    height: int,
+    width: int,
+    num_frames: int,
+    num_inference_steps: int,
+) -> list[ValidationEntry]:
+    """Entries of ``validation_file`` (``{"data": [{"caption", "height", ...}]}`` or a bare list), else the prompt.
+
+    Missing per-entry values fall back to the flags; paths are relative to the json's folder, as in FastVideo.
+    """
+    defaults = {"height": height, "width": width, "num_frames": num_frames, "num_inference_steps": num_inference_steps}
+    if validation_file is None:
+        return [ValidationEntry(caption=validation_prompt, **defaults)] if validation_prompt else []
+    path = Path(validation_file)
+    content: Any = json.loads(path.read_text())
+    items = content.get("data", []) if isinstance(content, dict) else content
+    entries = []
+    for item in items:
+        caption = item.get("caption") or item.get("prompt")
+        if not caption:
+            raise ValueError(f"{validation_file}: every entry needs a caption, got {item}")
+        image_path = item.get("image_path")
+        entries.append(
+            ValidationEntry(
+                caption=caption,
+                height=int(item.get("height") or height),
+                width=int(item.get("width") or width),
+                num_frames=int(item.get("num_frames") or num_frames),
+                num_inference_steps=int(item.get("num_inference_steps") or num_inference_steps),
+                image_path=str(path.parent / image_path) if image_path else None,
+            )
+        )
+    return entries
+
+
+def generate_validation_videos(
+    pipeline,
+    entries: list[ValidationEntry],
+    output_dir: str | Path,
+    guidance_scale: float,
+    fps: int,
+    seed: int,
+    write: bool = True,
+) -> list[tuple[ValidationEntry, Path, np.ndarray]]:
+    """Generate one video per entry with a fixed seed; returns (entry, mp4 path, uint8 frames [T, H, W, 3]).
+
+    With ``write=False`` (non-main processes of a sharded run) the videos are generated but not saved.
+    """
+    output_dir = Path(output_dir)
+    results = []
+    for index, entry in enumerate(entries):
+        generator = torch.Generator(device="cpu").manual_seed(seed + index)
+        image = {"image": Image.open(entry.image_path).convert("RGB")} if entry.image_path else {}
+        with torch.no_grad():
+            frames = pipeline(
+                **image,
+                prompt=entry.caption,
+                height=entry.height,
+                width=entry.width,
+                num_frames=entry.num_frames,
+                num_inference_steps=entry.num_inference_steps,
+                guidance_scale=guidance_scale,
+                generator=generator,
+                output_type="np",
+            ).frames[0]
+        frames = (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+        path = output_dir / f"video_{index}.mp4"
+        if write:
+            write_mp4(frames, path, fps=fps)
+        results.append((entry, path, frames))
+    return results
+
+
+def log_validation_videos(accelerator, results, step: int, fps: int) -> None:
+    """Send the videos to every tracker that can show them."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            for index, (entry, _, frames) in enumerate(results):
+                picks = np.linspace(0, len(frames) - 1, num=min(4, len(frames))).round().astype(int)
+                strip = np.concatenate([frames[i] for i in picks], axis=1)
+                tracker.writer.add_image(f"validation/{index}: {entry.caption[:60]}", strip, step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            videos = [
+                wandb.Video(frames.transpose(0, 3, 1, 2), caption=entry.caption, fps=fps, format="mp4")
+                for entry, _, frames in results
+            ]
+            tracker.log({"validation": videos}, step=step)
+
+
+def run_validation(
+    accelerator, args, transformer, step: int, dtype: torch.dtype, slot: str = "transformer", task: str = "t2v"
+) -> list[Path]:
+    """Generate and log the validation videos of ``step`` with Wan's pipeline around ``transformer``.
+
+    ``slot`` is where the trained transformer goes (``transformer_2`` for Wan2.2's low-noise expert); image-to-
+    video uses ``WanImageToVideoPipeline`` and the entries' ``image_path``.
+
+    Call it on every process. It runs on the main process only, except with FSDP / DeepSpeed, where the
+    sharded transformer's forward needs every process (they generate together; only the main one writes).
+    """
+    from diffusers import WanImageToVideoPipeline, WanPipeline
+
+    from .checkpoint_hooks import SHARDED_TYPES
+
+    if not (accelerator.is_main_process or accelerator.distributed_type in SHARDED_TYPES):
+        return []
+
+    entries = load_validation_entries(
+        args.validation_file,
+        args.validation_prompt,
+        args.validation_height,
+        args.validation_width,
+        args.validation_num_frames,
+        args.validation_num_inference_steps,
+    )
+    if task == "i2v":
+        skipped = [entry.caption for entry in entries if entry.image_path is None]
+        if skipped:
+            logger.warning("image-to-video validation needs image_path; skipping %d entries", len(skipped))
+        entries = [entry for entry in entries if entry.image_path is not None]
+    else:
+        entries = [replace(entry, image_path=None) for entry in entries]  # text-to-video ignores images
+    if not entries:
+        return []
+    pipeline_class = WanImageToVideoPipeline if task == "i2v" else WanPipeline
+    pipeline = pipeline_class.from_pretrained(
+        args.pretrained_model_name_or_path,
+        revision=args.revision,
+        torch_dtype=dtype,
+        **expert_modules(accelerator.unwrap_model(transformer), slot),
+    ).to(accelerator.device)
+    pipeline.set_progress_bar_config(disable=True)
+    was_training = transformer.training
+    transformer.eval()
+    contexts = [vsa_context(expert) for expert in expert_modules(accelerator.unwrap_model(transformer)).values()]
+    contexts = [context for context in contexts if context is not None]
+    ramp_sparsity = [context.sparsity for context in contexts]
+    for context in contexts:
+        context.sparsity = args.vsa_sparsity  # validate at the target sparsity, as inference will run
+    output_dir = Path(args.output_dir) / "validation" / f"step-{step}"
+    results = generate_validation_videos(
+        pipeline,
+        entries,
+        output_dir,
+        args.validation_guidance_scale,
+        args.validation_fps,
+        args.seed,
+        write=accelerator.is_main_process,
+    )
+    transformer.train(was_training)
+    for context, sparsity in zip(contexts, ramp_sparsity, strict=True):
+        context.sparsity = sparsity
+    if not accelerator.is_main_process:
+        return []
+    log_validation_videos(accelerator, results, step, args.validation_fps)
+    logger.info("validation videos of step %d in %s", step, output_dir)
+    del pipeline
+    return [path for _, path, _ in results]
+
+
+def latest_validation_videos(output_dir: str | Path) -> list[Path]:
+    """The videos of the last validation a run wrote (``OUT/validation/step-N/``), for a re-run that only
+    republishes a finished run."""
+    steps = [path for path in Path(output_dir, "validation").glob("step-*") if path.name[5:].isdigit()]
+    if not steps:
+        return []
+    return sorted(max(steps, key=lambda path: int(path.name[5:])).glob("video_*.mp4"))
