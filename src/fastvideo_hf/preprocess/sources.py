@@ -24,6 +24,7 @@ class VideoInput:
     path: str | None = None  # local file, when the source has one
     row_index: int | None = None  # row in an HF dataset, when the source is one
     problem: str | None = None  # a reason to skip known before decoding (bad metadata entry)
+    media_type: str = "video"  # "image" for a still image (decode with image_decode.decode_image)
 
 
 def choose_caption(item: VideoInput, seed: int) -> str | None:
