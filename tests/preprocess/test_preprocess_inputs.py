@@ -169,6 +169,16 @@ def test_a_run_that_failed_before_encoding_leaves_nothing_that_refuses_the_corre
     assert card_metadata(output)["model"] == str(tiny_model_dir) and card_metadata(output)["num_rows"] == 1
 
 
+def test_a_run_that_wrote_no_row_does_not_refuse_the_corrected_command(tmp_path, tiny_model_dir, demo_dir, caplog):
+    data = write_listing(tmp_path / "raw", [{"path": clip(demo_dir, 0), "cap": "A red square moves right."}])
+    output = tmp_path / "out"
+    assert preprocess_main(cli_args(tiny_model_dir, output, data_dir=data, num_frames=81)) == 1  # every clip too short
+    caplog.clear()
+    assert preprocess_main(cli_args(tiny_model_dir, output, data_dir=data)) == 0, caplog.text
+    assert "wrote no rows: starting over" in caplog.text
+    assert card_metadata(output)["num_frames"] == 17 and card_metadata(output)["num_rows"] == 1
+
+
 def test_merged_folder_captions_that_are_not_text_are_skipped(tmp_path, tiny_model_dir, demo_dir):
     captions = [12345, True, {"text": "A dict caption."}, ["A list caption.", 7], "A plain caption.", ["One.", "Two."]]
     data = write_listing(tmp_path / "raw", [{"path": clip(demo_dir, i), "cap": cap} for i, cap in enumerate(captions)])

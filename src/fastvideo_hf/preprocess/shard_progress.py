@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_DIR = ".progress"
 DATA_DIR = "data"
@@ -87,12 +91,24 @@ class ShardProgress:
         changed = {
             key: (previous.get(key), value) for key, value in self.manifest.items() if previous.get(key) != value
         }
+        if changed and not self._rows_written():
+            # a run that wrote no row (every input skipped) holds nothing worth protecting: start over
+            logger.warning("%s holds a run that wrote no rows: starting over with the new settings", self.output_dir)
+            shutil.rmtree(self.progress_dir)
+            self.progress_dir.mkdir()
+            return
         if changed:
             details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
             raise ValueError(
                 f"{self.output_dir} holds a preprocessing run with different settings ({details}). "
                 "Resume with the same command, or use a new --output_dir (or delete this one)."
             )
+
+    def _rows_written(self) -> bool:
+        markers = self.progress_dir.glob("chunk-*.json")
+        return any(json.loads(marker.read_text()).get("rows") for marker in markers) or any(
+            self.data_dir.glob("*.parquet")
+        )
 
     def shard_name(self, index: int) -> str:
         return f"{SPLIT}-{index:05d}-of-{self.num_chunks:05d}.parquet"
