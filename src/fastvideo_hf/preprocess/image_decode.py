@@ -40,6 +40,8 @@ ImageSource = str | bytes
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp"})
 # extensions whose files may hold several frames
 MAYBE_ANIMATED_EXTENSIONS = frozenset({"gif", "webp"})
+# bytes of a file's start that ``image_format_of_header`` needs
+IMAGE_HEADER_BYTES = 12
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _SRGB = ImageCms.createProfile("sRGB")
 
@@ -78,6 +80,22 @@ def is_animated(source: ImageSource) -> bool:
             return bool(getattr(image, "is_animated", False))
     except ImageDecodeError:
         return False
+
+
+def image_format_of_header(header: bytes) -> str | None:
+    """The image format ("jpeg", "png", "bmp", "gif", "webp") whose signature starts ``header`` (the first 12
+    bytes suffice), or None: lets a source tell image bytes from video bytes without reading the whole file."""
+    if header.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if header.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if header.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if header.startswith(b"RIFF") and header[8:12] == b"WEBP":
+        return "webp"
+    if header.startswith(b"BM") and len(header) >= 6:
+        return "bmp"
+    return None
 
 
 def is_image_bytes(data: bytes) -> bool:
