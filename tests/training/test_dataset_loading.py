@@ -84,3 +84,24 @@ def test_shards_that_no_longer_match_their_card_are_refused(tmp_path, latents_di
     rewrite_first_shard(folder, lambda table: table.slice(0, table.num_rows - 1))
     with pytest.raises(LatentDatasetChangedError, match=r"\(5 rows\) no longer match its card \(6 rows\)"):
         load_latent_dataset(str(folder))
+
+
+def test_a_shard_replaced_with_its_modification_time_kept_is_read_anew(tmp_path, latents_dir):
+    """cp -p, rsync -a and tar keep modification times: the size still tells the shard changed."""
+    import os
+
+    folder = tmp_path / "latents"
+    shutil.copytree(latents_dir, folder)
+    assert "EDITED" not in load_latent_dataset(str(folder))["caption"]
+    shard = sorted((folder / "data").glob("*.parquet"))[0]
+    before = shard.stat()
+
+    def edit_caption(table):
+        captions = table.column("caption").to_pylist()
+        edited = ["EDITED" + " longer" * 50, *captions[1:]]
+        return table.set_column(table.schema.get_field_index("caption"), "caption", pa.array(edited))
+
+    rewrite_first_shard(folder, edit_caption)
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert shard.stat().st_mtime_ns == before.st_mtime_ns and shard.stat().st_size != before.st_size
+    assert any(caption.startswith("EDITED") for caption in load_latent_dataset(str(folder))["caption"])

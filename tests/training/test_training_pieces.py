@@ -119,6 +119,18 @@ def test_wandb_with_a_hub_token_is_refused_as_in_diffusers():
         validate_training_args(args)
 
 
+@pytest.mark.parametrize(
+    "flag", ["--checkpointing_steps", "--validation_steps", "--gradient_accumulation_steps", "--train_batch_size"]
+)
+def test_zero_step_counts_are_refused_up_front(flag):
+    """Each would otherwise die in a ZeroDivisionError, some only after the first step."""
+    args = build_training_parser("x", lora=True).parse_args(
+        ["--pretrained_model_name_or_path", "m", "--dataset_name", "d", "--output_dir", "o", flag, "0"]
+    )
+    with pytest.raises(ValueError, match=f"{flag} must be at least 1, got 0"):
+        validate_training_args(args)
+
+
 def test_push_writes_a_model_card_and_uploads_without_checkpoints(tmp_path):
     output = tmp_path / "wan-lora"
     (output / "checkpoint-10").mkdir(parents=True)

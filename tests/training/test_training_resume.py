@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -95,6 +97,18 @@ def test_rerun_of_a_finished_run_changes_no_weight(tmp_path, latents_dir, tiny_m
     assert not (output / "checkpoint-4").exists()
     assert (output / "checkpoint-3" / "training_state.json").read_text() == marker
 
+    # A new run into a folder holding a run's checkpoints would prune them or be mixed with them: refused
+    fresh = [flag for flag in flags if flag not in ("--resume_from_checkpoint", "latest")]
+    result = run_training("train_wan_lora.py", tiny_model_dir, latents_dir, output, *fresh, check=False)
+    assert (
+        result.returncode != 0 and "holds checkpoints of an earlier run (checkpoint-2, checkpoint-3)" in result.stderr
+    )
+    # A checkpoint past --max_train_steps does not hold the weights of the shorter run: refused
+    shorter = [*flags, "--max_train_steps", "2"]
+    result = run_training("train_wan_lora.py", tiny_model_dir, latents_dir, output, *shorter, check=False)
+    assert result.returncode != 0 and "past --max_train_steps 2" in result.stderr
+    assert all(torch.equal(load_file(weights)[key], first[key]) for key in first)
+
 
 def test_resume_with_settings_that_change_the_run_is_refused_listing_each(tmp_path, latents_dir, tiny_model_dir):
     flags = ["--max_train_steps", "4", "--checkpointing_steps", "2", "--validation_steps", "100"]
@@ -120,6 +134,21 @@ def test_resume_with_settings_that_change_the_run_is_refused_listing_each(tmp_pa
         and "(6 rows) ->" in result.stderr
         and "(4 rows" in result.stderr
     )
+
+    recaptioned = tmp_path / "recaptioned"  # the same clips, ids and shapes with other captions
+    shutil.copytree(latents_dir, recaptioned)
+    for shard in (recaptioned / "data").glob("*.parquet"):
+        table = pq.read_table(shard)
+        captions = pa.array([f"another caption {index}" for index in range(table.num_rows)])
+        pq.write_table(table.set_column(table.schema.get_field_index("caption"), "caption", captions), shard)
+    result = run_training("train_wan_lora.py", tiny_model_dir, recaptioned, output, *flags, check=False)
+    assert result.returncode != 0 and "the dataset:" in result.stderr and "(6 rows, other clips)" in result.stderr
+
+    moved_model = tmp_path / "elsewhere" / tiny_model_dir.name  # another model folder of the same name
+    shutil.copytree(tiny_model_dir, moved_model)
+    command = [*flags, "--allow_model_mismatch"]
+    result = run_training("train_wan_lora.py", moved_model, latents_dir, output, *command, check=False)
+    assert result.returncode != 0 and "--pretrained_model_name_or_path:" in result.stderr
 
     # What may change does: a new learning rate is ignored (the optimizer keeps its own) and said so
     result = run_training("train_wan_lora.py", tiny_model_dir, latents_dir, output, *flags, "--learning_rate", "5")

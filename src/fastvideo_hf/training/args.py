@@ -170,6 +170,12 @@ def validate_training_args(args: argparse.Namespace) -> None:
             UserWarning,
             stacklevel=2,
         )
+    for flag in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    for flag in ("max_train_steps", "num_train_epochs"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if not 0.0 <= args.caption_dropout < 1.0:
         raise ValueError("--caption_dropout must be in [0, 1)")
     if args.flow_shift <= 0:

@@ -11,6 +11,7 @@ Accelerate splits across processes, so N processes see exactly the samples one p
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import defaultdict
@@ -38,8 +39,8 @@ def load_latent_dataset(name_or_path: str, revision: str | None = None, split: s
     """The ``datasets.Dataset`` of a local folder or Hub repo made by ``preprocess``.
 
     A Hub dataset is loaded with plain ``load_dataset`` (its cache is keyed by the commit). A local folder is
-    loaded as its Parquet shards (``load_dataset("parquet", data_files=...)``), whose cache datasets keys on each
-    file's path and modification time: ``load_dataset(FOLDER)`` keys the cache of a folder whose card has
+    loaded as its Parquet shards (``load_dataset("parquet", data_files=...)``), cached under a key made from each
+    shard's path, size and modification time: ``load_dataset(FOLDER)`` keys the cache of a folder whose card has
     ``configs:`` on the folder's name and the card alone, so shards rewritten after a first load, or another
     folder of the same name and size, would be served stale rows without a word. Shards that no longer hold
     the rows their card counts are refused.
@@ -51,7 +52,11 @@ def load_latent_dataset(name_or_path: str, revision: str | None = None, split: s
         return load_dataset(name_or_path, split=split, revision=revision)
     shards = sorted(folder.glob(SHARD_PATTERN))
     _check_shards_match_card(folder, shards)
-    return load_dataset("parquet", data_files={split: [str(path) for path in shards]}, split=split)
+    # datasets keys the cache on each file's mtime only: a shard copied over another with its time kept (cp -p,
+    # rsync -a) would be served stale, so the config name also carries every shard's size and mtime
+    stats = [(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) for path in shards]
+    name = "shards-" + hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
+    return load_dataset("parquet", name=name, data_files={split: [str(path) for path in shards]}, split=split)
 
 
 def _check_shards_match_card(folder: Path, shards: list[Path]) -> None:

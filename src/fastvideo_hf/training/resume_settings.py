@@ -52,16 +52,19 @@ class ResumeSettingsError(ValueError):
     pass
 
 
-def dataset_fingerprint(hf_dataset) -> str:
-    """A digest of the rows training iterates: their ids (or count) and latent shapes, in order.
+def dataset_fingerprint(hf_dataset, card: dict[str, Any] | None) -> str:
+    """A digest of the rows training iterates: their ids (or count), latent shapes and captions, in order, and
+    the card's record of what made them (model, size, fps, dtypes, counts).
 
-    The data order is drawn from the row count and the shape buckets; the ids catch a dataset of the same size
-    that holds other clips.
+    The data order is drawn from the row count and the shape buckets; ids and captions catch a dataset of the
+    same size that holds other clips or other captions, and the card one re-encoded with other settings. The
+    tensors themselves are not read: that would mean reading the whole dataset at every start.
     """
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode())
     ids = hf_dataset["id"] if "id" in hf_dataset.column_names else range(len(hf_dataset))
-    for row_id, shape in zip(ids, hf_dataset["vae_latent_shape"], strict=True):
-        digest.update(f"{row_id}\0{list(shape)}\n".encode())
+    captions = hf_dataset["caption"] if "caption" in hf_dataset.column_names else [""] * len(hf_dataset)
+    for row_id, shape, caption in zip(ids, hf_dataset["vae_latent_shape"], captions, strict=True):
+        digest.update(f"{row_id}\0{list(shape)}\0{caption}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -121,8 +124,13 @@ def resume_differences(saved: dict[str, Any], current: dict[str, Any], sharded: 
 
 def _same_setting(flag: str, saved: Any, current: Any) -> bool:
     if flag == "pretrained_model_name_or_path" and saved and current:
-        return Path(saved).name == Path(current).name  # a Hub id and a local download of it, or a moved folder
+        return _model_location(saved) == _model_location(current)
     return saved == current
+
+
+def _model_location(model: str) -> str:
+    """A local folder by its resolved path (the same folder however it is spelled), a Hub id as it is."""
+    return str(Path(model).resolve()) if Path(model).exists() else model
 
 
 def _same_rows(saved: dict[str, Any], current: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ from .checkpointing import (
     TrainingState,
     checkpoint_dir,
     clean_incomplete_checkpoints,
+    complete_checkpoints,
     finish_checkpoint,
     load_training_state,
     prune_checkpoints,
@@ -173,7 +174,7 @@ def load_checked_latent_dataset(args: argparse.Namespace, spec: WanModelSpec) ->
     hf_dataset = load_latent_dataset(args.dataset_name, args.dataset_revision)
     max_sequence_length = (card or {}).get("max_sequence_length", 512)
     dataset = LatentDataset(hf_dataset, spec.latents_mean, spec.latents_std, max_sequence_length)
-    return dataset, dataset_fingerprint(hf_dataset)
+    return dataset, dataset_fingerprint(hf_dataset, card)
 
 
 def create_dataloader(
@@ -308,6 +309,12 @@ def resume_state(accelerator: Accelerator, args: argparse.Namespace, settings: d
     accelerator.wait_for_everyone()
     path = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
     if path is None:
+        earlier = complete_checkpoints(args.output_dir)
+        if earlier:  # a new run here would prune them in favour of its own, or mix with them on the next resume
+            raise ValueError(
+                f"{args.output_dir} holds checkpoints of an earlier run ({', '.join(p.name for p in earlier)}): pass "
+                "--resume_from_checkpoint latest to continue it, or use another --output_dir"
+            )
         return TrainingState(), settings
     settings = check_resume_settings(path, settings, sharded=accelerator.distributed_type in SHARDED_TYPES)
     logger.info("resuming from %s", path)
@@ -317,13 +324,15 @@ def resume_state(accelerator: Accelerator, args: argparse.Namespace, settings: d
 
 def run_is_complete(state: TrainingState, max_train_steps: int) -> bool:
     """True when a resumed run has no step left: it then only rewrites its final outputs (job schedulers re-run
-    finished jobs, and a 41st step would overwrite the final weights of a 40-step run)."""
-    if state.global_step >= max_train_steps:
-        logger.info(
-            "the run is already complete: the checkpoint is at step %d of %d; rewriting the final outputs only",
-            state.global_step,
-            max_train_steps,
+    finished jobs, and a 41st step would overwrite the final weights of a 40-step run). A checkpoint past
+    ``max_train_steps`` is refused: its weights are not those of a ``max_train_steps`` run."""
+    if state.global_step > max_train_steps:
+        raise ValueError(
+            f"the checkpoint is at step {state.global_step}, past --max_train_steps {max_train_steps}: pass a "
+            "--max_train_steps of at least that to continue it, or use another --output_dir"
         )
+    if state.global_step == max_train_steps:
+        logger.info("the run is already complete at step %d: rewriting the final outputs only", state.global_step)
         return True
     return False
 
