@@ -118,7 +118,7 @@ def decode_image(source: ImageSource) -> DecodedClip:
         image.load()  # a truncated or corrupt file fails here, not at open
         upright = ImageOps.exif_transpose(image)
         pixels = _to_rgb8(upright)
-    frames = torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(0)
+    frames = torch.from_numpy(np.array(pixels)).unsqueeze(0)  # a copy: Pillow's buffer is read-only
     return DecodedClip(
         frames=frames,
         indices=[0],
@@ -170,7 +170,7 @@ def _open(source: ImageSource) -> Iterator[Image.Image]:
     except Image.DecompressionBombError as error:
         raise ImageDecodeError(f"image too large to decode safely ({_first_line(error)})") from error
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageDecodeError(f"cannot decode image ({type(error).__name__}: {_first_line(error)})") from error
+        raise ImageDecodeError(f"corrupt or truncated image ({type(error).__name__}: {_first_line(error)})") from error
     with image:
         yield image
 
