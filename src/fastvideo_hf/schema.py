@@ -30,8 +30,14 @@ def tensor_features(name: str) -> dict[str, Any]:
     }
 
 
-def latent_features(task: str = "t2v") -> Features:
-    """Features of one row for ``task`` ("t2v" or "i2v"), in FastVideo's column order."""
+# Where a clip starts in its source video (seconds): present only in datasets of several clips per video
+# (``--frame_extraction chunk|uniform``), so that one clip per video from t = 0 keeps today's shards byte for byte.
+CLIP_START_COLUMN = "clip_start_sec"
+
+
+def latent_features(task: str = "t2v", clips: bool = False) -> Features:
+    """Features of one row for ``task`` ("t2v" or "i2v"), in FastVideo's column order; ``clips`` adds
+    ``clip_start_sec`` at the end."""
     tensors = T2V_TENSORS if task == "t2v" else I2V_TENSORS
     columns: dict[str, Any] = {"id": Value("string")}
     for name in tensors[:2]:
@@ -50,6 +56,8 @@ def latent_features(task: str = "t2v") -> Features:
     )
     for name in tensors[2:]:
         columns.update(tensor_features(name))
+    if clips:
+        columns[CLIP_START_COLUMN] = Value("float64")
     return Features(columns)
 
 

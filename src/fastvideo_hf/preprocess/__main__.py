@@ -52,12 +52,64 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         choices=["t2v", "i2v"],
         help="t2v; i2v adds the first-frame latent and, for models with an image encoder, CLIP features.",
     )
-    output.add_argument("--height", type=int, default=480, help="Frame height after resize and centre crop.")
-    output.add_argument("--width", type=int, default=832, help="Frame width after resize and centre crop.")
-    output.add_argument("--num_frames", type=int, default=77, help="Frames per clip; Wan's VAE needs 4k+1.")
+    output.add_argument(
+        "--height", type=int, default=None, help="Frame height after resize and centre crop (one bucket; default 480)."
+    )
+    output.add_argument(
+        "--width", type=int, default=None, help="Frame width after resize and centre crop (one bucket; default 832)."
+    )
+    output.add_argument(
+        "--num_frames", type=int, default=None, help="Frames per clip (one bucket; default 77); Wan's VAE needs 4k+1."
+    )
     output.add_argument("--fps", type=float, default=16.0, help="Sampling fps (Wan2.1 was trained at 16 fps).")
     output.add_argument(
-        "--samples_per_file", type=int, default=64, help="Inputs per Parquet shard (also the unit of resume)."
+        "--samples_per_file",
+        type=int,
+        default=64,
+        help="Inputs per Parquet shard (also the unit of resume); a shard holds every clip of its inputs.",
+    )
+    buckets = parser.add_argument_group("buckets (instead of --height/--width and --num_frames)")
+    buckets.add_argument(
+        "--resolution_buckets",
+        default=None,
+        help="HEIGHTxWIDTH buckets, e.g. 480x832,832x480,624x624: each input goes to the one nearest its aspect "
+        "ratio (as shown), resized to cover it and centre-cropped.",
+    )
+    buckets.add_argument(
+        "--max_area",
+        type=int,
+        default=None,
+        help="Automatic buckets (musubi-tuner's rule): for each width, the tallest height with HxW <= MAX_AREA "
+        "pixels, both multiples of --bucket_step, with an aspect in --aspect_range (e.g. 399360 = 480x832).",
+    )
+    buckets.add_argument(
+        "--bucket_step", type=int, default=None, help="Side multiple of --max_area buckets (default 16)."
+    )
+    buckets.add_argument(
+        "--aspect_range",
+        default=None,
+        help="MIN,MAX width/height of --max_area buckets (default 0.5,2.0).",
+    )
+    buckets.add_argument(
+        "--bucket_no_upscale",
+        action="store_true",
+        help="Never upscale: an input smaller than its bucket goes to the largest bucket it covers, or is skipped.",
+    )
+    buckets.add_argument(
+        "--frame_buckets",
+        default=None,
+        help="Frame counts (each 4k+1), e.g. 1,17,33,49,81: a video gets the largest it fills at --fps and is "
+        "skipped only when shorter than the smallest one above 1 (1 is the image bucket).",
+    )
+    buckets.add_argument(
+        "--frame_extraction",
+        default="head",
+        choices=["head", "chunk", "uniform"],
+        help="Clips per video: head = one from t=0; chunk = back-to-back clips until the video ends; uniform = "
+        "--clips_per_video clips with evenly spaced starts. Each clip is a row with id <input id>@<start seconds>.",
+    )
+    buckets.add_argument(
+        "--clips_per_video", type=int, default=None, help="Clips per video with --frame_extraction uniform."
     )
     output.add_argument(
         "--storage_dtype",
@@ -120,7 +172,15 @@ def main(argv: list[str] | None = None) -> int:
             caption_column=args.caption_column,
             height=args.height,
             width=args.width,
+            resolution_buckets=args.resolution_buckets,
+            max_area=args.max_area,
+            bucket_step=args.bucket_step,
+            aspect_range=args.aspect_range,
+            bucket_no_upscale=args.bucket_no_upscale,
             num_frames=args.num_frames,
+            frame_buckets=args.frame_buckets,
+            frame_extraction=args.frame_extraction,
+            clips_per_video=args.clips_per_video,
             fps=args.fps,
             storage_dtype=args.storage_dtype,
             samples_per_file=args.samples_per_file,

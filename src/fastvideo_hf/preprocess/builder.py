@@ -7,11 +7,18 @@ hands the builder to ``writer.LatentFolderWriter``, which checks every setting i
 loaded and writes resumable, rank-sharded Parquet shards, ``skipped.jsonl`` and the dataset card: a folder that
 plain ``load_dataset`` reads and that can be pushed to the Hub as is.
 
+An input gives one row per clip: ``plan_input`` picks its frame bucket and clip starts (``buckets``), and
+``encode_clip`` decodes one clip, fits it to its resolution bucket and encodes it, so only the frames of the clip
+being encoded are ever in memory.
+
 Usable from Python::
 
     builder = WanLatents(task="t2v", pretrained_model_name_or_path="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
                          data_dir="my_videos", height=480, width=832, num_frames=77)
     builder.write_to_folder("my_latents")
+
+or with buckets: ``resolution_buckets="480x832,832x480,624x624", frame_buckets="1,17,33,49,81",
+frame_extraction="chunk"``.
 """
 
 from __future__ import annotations
@@ -21,14 +28,26 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasets
 import torch
 
-from ..schema import STORAGE_DTYPES, empty_tensor_columns, latent_features, tensor_to_columns
+from ..schema import CLIP_START_COLUMN, STORAGE_DTYPES, empty_tensor_columns, latent_features, tensor_to_columns
+from .buckets import (
+    FRAME_EXTRACTIONS,
+    Bucket,
+    TooSmallForBucketsError,
+    auto_resolution_buckets,
+    choose_resolution_bucket,
+    clip_id,
+    parse_aspect_range,
+    parse_int_list,
+    parse_resolution_buckets,
+    plan_clips,
+)
 from .encoders import (
     PipelineConfigs,
     WanImageConditionEncoder,
@@ -37,8 +56,9 @@ from .encoders import (
     load_pipeline_configs,
 )
 from .frame_sampling import ClipTooShortError, first_frame_image, resize_and_center_crop
+from .image_decode import ImageDecodeError, decode_image
 from .sources import HFDatasetSource, MergedFolderSource, VideoInput, choose_caption
-from .video_decode import VideoDecodeError, decode_clip
+from .video_decode import VideoDecodeError, decode_clip, read_frame_times
 
 if TYPE_CHECKING:
     from .writer import WriteSummary
@@ -50,8 +70,39 @@ WRITER_BATCH_SIZE = 4
 ENCODER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+# today's one-bucket defaults (FastVideo's Wan2.1 T2V 1.3B recipe)
+DEFAULT_HEIGHT, DEFAULT_WIDTH, DEFAULT_NUM_FRAMES = 480, 832, 77
+DEFAULT_BUCKET_STEP, DEFAULT_ASPECT_RANGE = 16, (0.5, 2.0)
+IMAGE_FOR_I2V = "a still image has no motion to learn for image-to-video"
+
+
 class SkipInput(Exception):
-    """An input that cannot be used; the message is the reason recorded in ``skipped.jsonl``."""
+    """An input (or one clip of it) that cannot be used; the message is the reason recorded in ``skipped.jsonl``.
+    ``whole_input``: the reason holds for every clip of the input, so its other clips are not tried."""
+
+    def __init__(self, reason: str, whole_input: bool = False):
+        super().__init__(reason)
+        self.whole_input = whole_input
+
+
+@dataclass
+class Clip:
+    """One row to make from an input: ``num_frames`` frames from ``start`` seconds."""
+
+    id: str
+    start: float
+    num_frames: int
+
+
+@dataclass
+class InputPlan:
+    """An input about to be encoded: its caption, its file (path or bytes) and the clips it gives."""
+
+    item: VideoInput
+    caption: str
+    source: str | bytes
+    clips: list[Clip]
+    text_embedding: torch.Tensor | None = field(default=None, repr=False)  # encoded once for all its clips
 
 
 @dataclass
@@ -68,9 +119,20 @@ class WanLatentsConfig(datasets.BuilderConfig):
     dataset_split: str = "train"
     video_column: str = "video"
     caption_column: str = "caption"
-    height: int = 480
-    width: int = 832
-    num_frames: int = 77
+    # One resolution bucket (--height/--width, default 480x832) or several (``resolution_buckets`` as
+    # "HxW,HxW" or [(h, w), ...], or automatic ones from ``max_area`` / ``bucket_step`` / ``aspect_range``).
+    height: int | None = None
+    width: int | None = None
+    resolution_buckets: str | list | None = None
+    max_area: int | None = None
+    bucket_step: int | None = None
+    aspect_range: str | tuple[float, float] | None = None
+    bucket_no_upscale: bool = False
+    # One frame bucket (--num_frames, default 77) or several (``frame_buckets`` as "1,17,33" or a list).
+    num_frames: int | None = None
+    frame_buckets: str | list | None = None
+    frame_extraction: str = "head"
+    clips_per_video: int | None = None
     fps: float = 16.0
     storage_dtype: str = "float32"
     samples_per_file: int = 64
@@ -84,18 +146,127 @@ class WanLatentsConfig(datasets.BuilderConfig):
         super().__post_init__()
         if self.task not in ("t2v", "i2v"):
             raise ValueError(f"--task must be t2v or i2v, got {self.task!r}")
-        if self.num_frames < 1 or (self.num_frames - 1) % 4:
-            raise ValueError(f"--num_frames must be 4k+1 for Wan's VAE (e.g. 77 or 81), got {self.num_frames}")
+        self._check_frame_buckets()
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise ValueError(f"--fps must be a positive number of frames per second (e.g. 16), got {self.fps}")
-        if self.height <= 0 or self.width <= 0 or self.height % 16 or self.width % 16:
-            raise ValueError(f"--height and --width must be positive multiples of 16, got {self.height}x{self.width}")
+        self._check_resolution_buckets()
         if self.storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"--storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {self.storage_dtype!r}")
         if self.samples_per_file < 1:
             raise ValueError("--samples_per_file must be at least 1")
         if (self.video_dataset is None) == (self.data_dir is None):
             raise ValueError("give exactly one input: --data_dir (merged folder) or --dataset_name (HF dataset)")
+
+    def _check_frame_buckets(self) -> None:
+        if self.frame_buckets is not None and self.num_frames is not None:
+            raise ValueError("give either --num_frames (one frame bucket) or --frame_buckets, not both")
+        if self.frame_buckets is None:
+            self.num_frames = DEFAULT_NUM_FRAMES if self.num_frames is None else self.num_frames
+            if self.num_frames < 1 or (self.num_frames - 1) % 4:
+                raise ValueError(f"--num_frames must be 4k+1 for Wan's VAE (e.g. 77 or 81), got {self.num_frames}")
+            self._frame_buckets = [self.num_frames]
+        else:
+            buckets = self.frame_buckets
+            buckets = parse_int_list(buckets, "--frame_buckets") if isinstance(buckets, str) else sorted(set(buckets))
+            wrong = [frames for frames in buckets if frames < 1 or (frames - 1) % 4]
+            if wrong or not buckets:
+                raise ValueError(f"--frame_buckets must all be 4k+1 for Wan's VAE (e.g. 1,17,33,49,81), got {wrong}")
+            if max(buckets) == 1:
+                raise ValueError("--frame_buckets needs a video bucket (more than 1 frame): 1 is the image bucket")
+            self._frame_buckets = buckets
+        if self.frame_extraction not in FRAME_EXTRACTIONS:
+            raise ValueError(
+                f"--frame_extraction must be one of {', '.join(FRAME_EXTRACTIONS)}, got {self.frame_extraction!r}"
+            )
+        if self.frame_extraction == "uniform" and (self.clips_per_video is None or self.clips_per_video < 1):
+            raise ValueError(f"--frame_extraction uniform needs --clips_per_video K >= 1, got {self.clips_per_video}")
+        if self.frame_extraction != "uniform" and self.clips_per_video is not None:
+            raise ValueError("--clips_per_video applies only to --frame_extraction uniform")
+
+    def _check_resolution_buckets(self) -> None:
+        explicit, automatic = self.resolution_buckets is not None, self.max_area is not None
+        if (explicit or automatic) and (self.height is not None or self.width is not None):
+            raise ValueError(
+                "give either --height/--width (one bucket) or --resolution_buckets / --max_area, not both"
+            )
+        if explicit and automatic:
+            raise ValueError("give either --resolution_buckets or --max_area (automatic buckets), not both")
+        if not automatic and (self.bucket_step is not None or self.aspect_range is not None):
+            raise ValueError("--bucket_step and --aspect_range apply only to --max_area (automatic buckets)")
+        if explicit:
+            buckets = self.resolution_buckets
+            buckets = (
+                parse_resolution_buckets(buckets) if isinstance(buckets, str) else sorted(set(map(tuple, buckets)))
+            )
+            wrong = [f"{h}x{w}" for h, w in buckets if h <= 0 or w <= 0 or h % 16 or w % 16]
+            if wrong or not buckets:
+                raise ValueError(f"--resolution_buckets must be positive multiples of 16 (HEIGHTxWIDTH), got {wrong}")
+        elif automatic:
+            step = DEFAULT_BUCKET_STEP if self.bucket_step is None else self.bucket_step
+            if step <= 0 or step % 16:
+                raise ValueError(f"--bucket_step must be a positive multiple of 16, got {step}")
+            if self.max_area < step * step:
+                raise ValueError(
+                    f"--max_area must be at least --bucket_step squared ({step * step}), got {self.max_area}"
+                )
+            aspect_range = self.aspect_range if self.aspect_range is not None else DEFAULT_ASPECT_RANGE
+            if isinstance(aspect_range, str):
+                aspect_range = parse_aspect_range(aspect_range)
+            buckets = auto_resolution_buckets(self.max_area, step, tuple(aspect_range))
+            if not buckets:
+                raise ValueError(
+                    f"no {step}-pixel bucket of at most {self.max_area} pixels has an aspect in {aspect_range}"
+                )
+        else:
+            self.height = DEFAULT_HEIGHT if self.height is None else self.height
+            self.width = DEFAULT_WIDTH if self.width is None else self.width
+            if self.height <= 0 or self.width <= 0 or self.height % 16 or self.width % 16:
+                raise ValueError(
+                    f"--height and --width must be positive multiples of 16, got {self.height}x{self.width}"
+                )
+            buckets = [(self.height, self.width)]
+        self._resolution_buckets: list[Bucket] = buckets
+
+    @property
+    def resolution_bucket_list(self) -> list[Bucket]:
+        """The resolution buckets, (height, width), sorted."""
+        return self._resolution_buckets
+
+    @property
+    def frame_bucket_list(self) -> list[int]:
+        """The frame buckets, ascending (1 is the image bucket)."""
+        return self._frame_buckets
+
+    @property
+    def video_frame_buckets(self) -> list[int]:
+        return [frames for frames in self._frame_buckets if frames > 1]
+
+    @property
+    def extracts_clips(self) -> bool:
+        """Whether a video can give several rows (and rows carry ``clip_start_sec``)."""
+        return self.frame_extraction != "head"
+
+    @property
+    def is_one_bucket(self) -> bool:
+        """Today's run: one resolution, one frame count, one clip from t = 0."""
+        return (
+            self.resolution_buckets is None
+            and self.max_area is None
+            and self.frame_buckets is None
+            and (not self.extracts_clips)
+        )
+
+    def bucket_settings(self) -> dict[str, Any] | None:
+        """The bucket settings that change the rows (None for today's one-bucket run)."""
+        if self.is_one_bucket and not self.bucket_no_upscale:
+            return None
+        return {
+            "resolution_buckets": [list(bucket) for bucket in self._resolution_buckets],
+            "frame_buckets": list(self._frame_buckets),
+            "bucket_no_upscale": self.bucket_no_upscale,
+            "frame_extraction": self.frame_extraction,
+            "clips_per_video": self.clips_per_video,
+        }
 
 
 class WanLatents(datasets.GeneratorBasedBuilder):
@@ -115,7 +286,7 @@ class WanLatents(datasets.GeneratorBasedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description="Wan VAE latents and UMT5 prompt embeddings of video clips, for finetuning.",
-            features=latent_features(self.config.task),
+            features=latent_features(self.config.task, clips=self.config.extracts_clips),
         )
 
     def _split_generators(self, dl_manager):
@@ -125,9 +296,17 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         for chunk in chunks:
             for item in chunk:
                 try:
-                    yield item.id, self.encode_input(item)
+                    plan = self.plan_input(item)
                 except SkipInput as reason:
                     logger.warning("skipping %s: %s", item.file_name or item.id, reason)
+                    continue
+                for clip in plan.clips:
+                    try:
+                        yield clip.id, self.encode_clip(plan, clip)
+                    except SkipInput as reason:
+                        logger.warning("skipping %s: %s", clip.id, reason)
+                        if reason.whole_input:
+                            break
 
     # -- inputs -------------------------------------------------------------------------------------------
 
@@ -148,7 +327,8 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         return self._source
 
     def plan_chunks(self) -> list[list[VideoInput]]:
-        """The inputs in listing order, cut into chunks of ``samples_per_file`` (one Parquet shard each)."""
+        """The inputs in listing order, cut into chunks of ``samples_per_file`` (one Parquet shard each, holding
+        every clip of its inputs)."""
         inputs = self.source.list_inputs()
         size = self.config.samples_per_file
         return [inputs[start : start + size] for start in range(0, len(inputs), size)]
@@ -186,33 +366,74 @@ class WanLatents(datasets.GeneratorBasedBuilder):
             )
         return self._encoders
 
-    def encode_input(self, item: VideoInput) -> dict[str, Any]:
-        """The Parquet row of one input, or ``SkipInput`` with the reason it cannot be used."""
+    def plan_input(self, item: VideoInput) -> InputPlan:
+        """The clips ``item`` gives (one for an image or a head clip), or ``SkipInput`` with the reason it gives
+        none. Only a video that has several frame buckets or clips to choose from is probed (its frame times
+        read, no picture decoded): a one-bucket head run decodes exactly what it did before."""
         config = self.config
         if item.problem:
             raise SkipInput(item.problem)
         caption = choose_caption(item, config.seed)
         if caption is None:
             raise SkipInput("empty caption")
+        if item.media_type == "image":
+            if config.task == "i2v":
+                raise SkipInput(IMAGE_FOR_I2V)
+            return InputPlan(item, caption, self.source.video_for(item), [Clip(item.id, 0.0, 1)])
+        source = self.source.video_for(item)
+        video_buckets = config.video_frame_buckets
+        if len(video_buckets) == 1 and not config.extracts_clips:
+            return InputPlan(item, caption, source, [Clip(item.id, 0.0, video_buckets[0])])
+        started = time.perf_counter()
+        try:
+            plan = plan_clips(
+                read_frame_times(source, config.video_backend),
+                config.fps,
+                video_buckets,
+                config.frame_extraction,
+                config.clips_per_video or 1,
+            )
+        except (VideoDecodeError, ClipTooShortError) as error:
+            raise SkipInput(str(error)) from error
+        finally:
+            self.timings["decode"] += time.perf_counter() - started
+        if not config.extracts_clips:  # head: the input's own id, as one clip per input always had
+            return InputPlan(item, caption, source, [Clip(item.id, 0.0, plan.num_frames)])
+        clips = [Clip(clip_id(item.id, start), start, plan.num_frames) for start in plan.starts]
+        return InputPlan(item, caption, source, clips)
+
+    def encode_clip(self, plan: InputPlan, clip: Clip) -> dict[str, Any]:
+        """The Parquet row of one clip of a planned input, or ``SkipInput`` with the reason it cannot be used."""
+        config, item = self.config, plan.item
         prompt_encoder, vae_encoder, image_encoder = self.encoders  # loaded before the clock: not counted as encoding
         started = time.perf_counter()
         try:
-            clip = decode_clip(self.source.video_for(item), config.fps, config.num_frames, config.video_backend)
-        except (VideoDecodeError, ClipTooShortError) as error:
+            if item.media_type == "image":
+                decoded = decode_image(plan.source)
+            else:
+                decoded = decode_clip(plan.source, config.fps, clip.num_frames, config.video_backend, clip.start)
+            height, width = choose_resolution_bucket(
+                config.resolution_bucket_list, decoded.source_height, decoded.source_width, config.bucket_no_upscale
+            )
+        except TooSmallForBucketsError as error:
+            raise SkipInput(str(error), whole_input=True) from error
+        except (VideoDecodeError, ClipTooShortError, ImageDecodeError) as error:
             raise SkipInput(str(error)) from error
-        pixels = resize_and_center_crop(clip.frames, config.height, config.width)
-        del clip  # source-resolution frames are not needed past this point
-        decoded = time.perf_counter()
-        (text_embedding,) = prompt_encoder([caption])
+        pixels = resize_and_center_crop(decoded.frames, height, width)
+        del decoded  # source-resolution frames are not needed past this point
+        decoded_at = time.perf_counter()
+        if plan.text_embedding is None:
+            (plan.text_embedding,) = prompt_encoder([plan.caption])
+        text_embedding = plan.text_embedding
         text_encoded = time.perf_counter()
         latent = vae_encoder(pixels)
         vae_encoded = time.perf_counter()
-        self.timings["decode"] += decoded - started
-        self.timings["text_encode"] += text_encoded - decoded
+        self.timings["decode"] += decoded_at - started
+        self.timings["text_encode"] += text_encoded - decoded_at
         self.timings["vae_encode"] += vae_encoded - text_encoded
         image_columns = {}
         if image_encoder is not None:
-            first_frame_latent, clip_feature = image_encoder(first_frame_image(pixels), config.num_frames)
+            first_frame_latent, clip_feature = image_encoder(first_frame_image(pixels), clip.num_frames)
             image_columns = {
                 **tensor_to_columns("first_frame_latent", first_frame_latent, config.storage_dtype),
                 **(
@@ -222,20 +443,29 @@ class WanLatents(datasets.GeneratorBasedBuilder):
                 ),
             }
             self.timings["image_encode"] += time.perf_counter() - vae_encoded
-        return {
-            "id": item.id,
+        is_image = item.media_type == "image"
+        row = {
+            "id": clip.id,
             **tensor_to_columns("vae_latent", latent, config.storage_dtype),
             **tensor_to_columns("text_embedding", text_embedding, config.storage_dtype),
             "file_name": item.file_name,
-            "caption": caption,
-            "media_type": "video",
-            "width": config.width,
-            "height": config.height,
-            "num_frames": config.num_frames,
-            "duration_sec": config.num_frames / config.fps,
+            "caption": plan.caption,
+            "media_type": "image" if is_image else "video",
+            "width": width,
+            "height": height,
+            "num_frames": clip.num_frames,
+            "duration_sec": 0.0 if is_image else clip.num_frames / config.fps,
             "fps": float(config.fps),
             **image_columns,
         }
+        if config.extracts_clips:
+            row[CLIP_START_COLUMN] = float(clip.start)
+        return row
+
+    def encode_input(self, item: VideoInput) -> dict[str, Any]:
+        """The Parquet row of an input's first clip (its only one in a head run), or ``SkipInput``."""
+        plan = self.plan_input(item)
+        return self.encode_clip(plan, plan.clips[0])
 
     # -- checks and writing a Hub-ready folder ------------------------------------------------------------
 
@@ -244,11 +474,13 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         patchify is a ``ValueError`` before any input is listed or any weight loaded."""
         configs = load_pipeline_configs(self.config.pretrained_model_name_or_path, self.config.revision)
         multiple_h, multiple_w = configs.spatial_multiple
-        if self.config.height % multiple_h or self.config.width % multiple_w:
-            raise ValueError(
-                f"--height and --width must be multiples of {multiple_h}x{multiple_w} for this model "
-                f"(VAE downsampling x patch size), got {self.config.height}x{self.config.width}"
-            )
+        for height, width in self.config.resolution_bucket_list:
+            if height % multiple_h or width % multiple_w:
+                flags = "--height and --width" if self.config.height is not None else "resolution buckets"
+                raise ValueError(
+                    f"{flags} must be multiples of {multiple_h}x{multiple_w} for this model "
+                    f"(VAE downsampling x patch size), got {height}x{width}"
+                )
         return configs
 
     def write_to_folder(

@@ -27,8 +27,23 @@ class ClipTooShortError(ValueError):
     """The stream does not cover ``num_frames`` frames at the sampling fps."""
 
 
-def sample_frame_indices(frame_times: Sequence[float], fps: float, num_frames: int) -> list[int]:
-    """Indices of the frames on screen at ``0, 1/fps, ..., (num_frames - 1)/fps`` seconds.
+def stream_end(frame_times: Sequence[float], fps: float) -> float:
+    """When the last frame stops being shown, in seconds from the first frame (its duration is the median one)."""
+    times = np.asarray(frame_times, dtype=np.float64)
+    if times.size == 0:
+        return 0.0
+    times = times - times[0]
+    frame_duration = float(np.median(np.diff(times))) if times.size > 1 else 1.0 / fps
+    return float(times[-1] + frame_duration)
+
+
+def clip_fits(end: float, fps: float, num_frames: int, start: float = 0.0) -> bool:
+    """Whether ``num_frames`` frames at ``fps`` from ``start`` all fall before ``end`` (see ``stream_end``)."""
+    return start + (num_frames - 1) / fps < end - _TIME_EPSILON
+
+
+def sample_frame_indices(frame_times: Sequence[float], fps: float, num_frames: int, start: float = 0.0) -> list[int]:
+    """Indices of the frames on screen at ``start, start + 1/fps, ..., start + (num_frames - 1)/fps`` seconds.
 
     ``frame_times`` are presentation times in seconds, ascending, in any origin (the first frame is t=0).
     Raises ``ClipTooShortError`` when the last sampling time falls after the end of the last frame.
@@ -38,15 +53,16 @@ def sample_frame_indices(frame_times: Sequence[float], fps: float, num_frames: i
         raise ClipTooShortError("the video has no frames")
     times = times - times[0]
     frame_duration = float(np.median(np.diff(times))) if times.size > 1 else 1.0 / fps
-    stream_end = times[-1] + frame_duration
-    needed = (num_frames - 1) / fps
-    if needed >= stream_end - _TIME_EPSILON:
+    end = stream_end(times, fps)
+    needed = start + (num_frames - 1) / fps
+    if not clip_fits(end, fps, num_frames, start):
         source_fps = 1.0 / frame_duration if frame_duration > 0 else float("nan")
+        offset = f" from {start:.3f}s" if start else ""
         raise ClipTooShortError(
-            f"too short: {times.size} frames at {source_fps:.3g} fps last {stream_end:.3f}s, "
-            f"{num_frames} frames at {fps:g} fps need more than {needed:.3f}s"
+            f"too short: {times.size} frames at {source_fps:.3g} fps last {end:.3f}s, "
+            f"{num_frames} frames at {fps:g} fps{offset} need more than {needed:.3f}s"
         )
-    targets = np.arange(num_frames, dtype=np.float64) / fps
+    targets = start + np.arange(num_frames, dtype=np.float64) / fps
     indices = np.searchsorted(times, targets + _TIME_EPSILON, side="right") - 1
     return indices.tolist()
 

@@ -53,6 +53,13 @@ class ChunkResult:
     skipped: list[dict[str, str]]
     # ids of the rows whose caption was longer than the text encoder reads (markers of older runs lack it)
     captions_truncated: list[str] = field(default_factory=list)
+    # rows per (frames, height, width) bucket, keyed "FxHxW" (markers of older runs lack it)
+    buckets: dict[str, int] = field(default_factory=dict)
+
+
+def bucket_key(num_frames: int, height: int, width: int) -> str:
+    """How a chunk marker names the (frames, height, width) bucket of a row."""
+    return f"{num_frames}x{height}x{width}"
 
 
 def check_output_dir(output_dir: str | Path) -> Path:

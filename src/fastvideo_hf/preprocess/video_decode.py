@@ -62,12 +62,40 @@ def available_backends() -> list[str]:
     return backends
 
 
-def decode_clip(source: VideoSource, fps: float, num_frames: int, backend: str | None = None) -> DecodedClip:
-    """Decode ``num_frames`` frames sampled at ``fps`` from the start of ``source`` (a path or the file's bytes).
+def decode_clip(
+    source: VideoSource, fps: float, num_frames: int, backend: str | None = None, start: float = 0.0
+) -> DecodedClip:
+    """Decode ``num_frames`` frames sampled at ``fps`` from ``start`` seconds into ``source`` (a path or the
+    file's bytes); only the sampled frames are kept.
 
     With no ``backend`` given, decord is tried first and PyAV gets a second chance at files decord cannot read
     (decord fails on some valid files, e.g. some small frame sizes); a file is unusable only if both fail.
     """
+    backends = _backends_for(source, backend)
+    errors = []
+    for name in backends:
+        try:
+            return _DECODERS[name](source, fps, num_frames, start)
+        except ClipTooShortError:
+            raise  # the stream's timestamps decided it: another decoder reads the same timestamps
+        except VideoDecodeError as error:
+            errors.append(str(error))
+    raise VideoDecodeError(errors[-1])  # the last decoder's reason (PyAV's messages are the clearer ones)
+
+
+def read_frame_times(source: VideoSource, backend: str | None = None) -> np.ndarray:
+    """The presentation time (seconds) of every frame of ``source``, ascending, without decoding a picture:
+    what clip planning needs to know how long a video is."""
+    errors = []
+    for name in _backends_for(source, backend):
+        try:
+            return _FRAME_TIMES[name](source)
+        except VideoDecodeError as error:
+            errors.append(str(error))
+    raise VideoDecodeError(errors[-1])
+
+
+def _backends_for(source: VideoSource, backend: str | None) -> list[str]:
     _check_source(source)
     backends = [backend] if backend else available_backends()
     if not backends:
@@ -75,15 +103,7 @@ def decode_clip(source: VideoSource, fps: float, num_frames: int, backend: str |
     unknown = set(backends) - set(_DECODERS)
     if unknown:
         raise ValueError(f"unknown video backend {unknown.pop()!r}; choose from {sorted(_DECODERS)}")
-    errors = []
-    for name in backends:
-        try:
-            return _DECODERS[name](source, fps, num_frames)
-        except ClipTooShortError:
-            raise  # the stream's timestamps decided it: another decoder reads the same timestamps
-        except VideoDecodeError as error:
-            errors.append(str(error))
-    raise VideoDecodeError(errors[-1])  # the last decoder's reason (PyAV's messages are the clearer ones)
+    return backends
 
 
 def _check_source(source: VideoSource) -> None:
@@ -160,21 +180,39 @@ def _pyav_orientation(source: VideoSource) -> Orientation:
     raise VideoDecodeError("not a video: no frames found")
 
 
-def _decode_with_decord(source: VideoSource, fps: float, num_frames: int) -> DecodedClip:
+def _decord_reader(source: VideoSource):
     import decord
 
-    # decord turns quarter turns itself but ignores mirrors: read the matrix with PyAV to finish the job
-    remaining = _left_after_decord(_pyav_orientation(source))
     decord.logging.set_level(decord.logging.QUIET)  # our skip reason says it once, without ffmpeg's noise
     # RuntimeError is decord's "Error reading <file>" (FFmpeg could not open it); DECORDError a failed check inside
     with _unusable_on(RuntimeError, decord.DECORDError):
-        reader = decord.VideoReader(io.BytesIO(source) if isinstance(source, bytes) else source, num_threads=1)
+        return decord.VideoReader(io.BytesIO(source) if isinstance(source, bytes) else source, num_threads=1)
+
+
+def _decord_times(reader) -> np.ndarray:
+    import decord
+
     with _unusable_on(decord.DECORDError):
         total = len(reader)
         if total == 0:
             raise VideoDecodeError("not a video: no frames found")
-        frame_times = reader.get_frame_timestamp(np.arange(total))[:, 0]
-        indices = sample_frame_indices(frame_times, fps, num_frames)
+        return reader.get_frame_timestamp(np.arange(total))[:, 0]
+
+
+def _frame_times_with_decord(source: VideoSource) -> np.ndarray:
+    return _decord_times(_decord_reader(source))
+
+
+def _decode_with_decord(source: VideoSource, fps: float, num_frames: int, start: float = 0.0) -> DecodedClip:
+    import decord
+
+    # decord turns quarter turns itself but ignores mirrors: read the matrix with PyAV to finish the job
+    remaining = _left_after_decord(_pyav_orientation(source))
+    reader = _decord_reader(source)
+    frame_times = _decord_times(reader)
+    total = len(frame_times)
+    with _unusable_on(decord.DECORDError):
+        indices = sample_frame_indices(frame_times, fps, num_frames, start)
         # Read forward in short contiguous runs, keeping the sampled frames: decord seeks for sparse index lists,
         # and a seek can land on a neighbouring frame; contiguous reads decode in order, like the PyAV path.
         wanted, last = set(indices), max(indices)
@@ -193,18 +231,15 @@ def _decode_with_decord(source: VideoSource, fps: float, num_frames: int) -> Dec
     )
 
 
-def _decode_with_pyav(source: VideoSource, fps: float, num_frames: int) -> DecodedClip:
+def _decode_with_pyav(source: VideoSource, fps: float, num_frames: int, start: float = 0.0) -> DecodedClip:
     import av
 
     with _unusable_on(av.error.FFmpegError, OSError):
-        return _read_with_pyav(av, source, fps, num_frames)
+        return _read_with_pyav(av, source, fps, num_frames, start)
 
 
-def _read_with_pyav(av, source: VideoSource, fps: float, num_frames: int) -> DecodedClip:
-    def open_container():
-        return av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r")
-
-    with open_container() as container:
+def _pyav_times(av, source: VideoSource) -> np.ndarray:
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r") as container:
         if not container.streams.video:
             raise VideoDecodeError("not a video: no video stream")
         stream = container.streams.video[0]
@@ -212,8 +247,22 @@ def _read_with_pyav(av, source: VideoSource, fps: float, num_frames: int) -> Dec
         pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)
     if not pts:
         raise VideoDecodeError("not a video: no frames found")
-    frame_times = np.asarray(pts, dtype=np.float64) * float(stream.time_base)
-    indices = sample_frame_indices(frame_times, fps, num_frames)
+    return np.asarray(pts, dtype=np.float64) * float(stream.time_base)
+
+
+def _frame_times_with_pyav(source: VideoSource) -> np.ndarray:
+    import av
+
+    with _unusable_on(av.error.FFmpegError, OSError):
+        return _pyav_times(av, source)
+
+
+def _read_with_pyav(av, source: VideoSource, fps: float, num_frames: int, start: float = 0.0) -> DecodedClip:
+    def open_container():
+        return av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r")
+
+    frame_times = _pyav_times(av, source)
+    indices = sample_frame_indices(frame_times, fps, num_frames, start)
     wanted = set(indices)
     last_wanted = max(indices)
     decoded: dict[int, np.ndarray] = {}
@@ -233,7 +282,7 @@ def _read_with_pyav(av, source: VideoSource, fps: float, num_frames: int) -> Dec
     return DecodedClip(
         frames=frames,
         indices=indices,
-        source_num_frames=len(pts),
+        source_num_frames=len(frame_times),
         source_fps=_measured_fps(frame_times),
         source_width=frames.shape[2],
         source_height=frames.shape[1],
@@ -247,3 +296,4 @@ def _measured_fps(frame_times: np.ndarray) -> float:
 
 
 _DECODERS = {"decord": _decode_with_decord, "pyav": _decode_with_pyav}
+_FRAME_TIMES = {"decord": _frame_times_with_decord, "pyav": _frame_times_with_pyav}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,14 @@ from ..dataset_card import render_dataset_card, skip_reason_counts
 from ..model_spec import WAN_MAX_SEQUENCE_LENGTH, has_component
 from .builder import WRITER_BATCH_SIZE, SkipInput
 from .encoders import load_pipeline_configs
-from .shard_progress import ChunkResult, ShardProgress, atomic_write_text, check_output_dir, listing_digest
+from .shard_progress import (
+    ChunkResult,
+    ShardProgress,
+    atomic_write_text,
+    bucket_key,
+    check_output_dir,
+    listing_digest,
+)
 from .sources import VideoInput
 
 if TYPE_CHECKING:
@@ -74,6 +81,8 @@ class LatentFolderWriter:
             "height": config.height,
             "width": config.width,
             "num_frames": config.num_frames,
+            # None for today's one-bucket runs, so their folders resume as before
+            "buckets": config.bucket_settings(),
             "fps": float(config.fps),
             "storage_dtype": config.storage_dtype,
             "samples_per_file": config.samples_per_file,
@@ -103,7 +112,7 @@ class LatentFolderWriter:
         summary = WriteSummary(seconds=self.builder.timings)
         num_pending_inputs = sum(len(chunks[index]) for index in pending)
         with tqdm(
-            total=num_pending_inputs, unit="video", desc=f"Encoding (rank {rank})", disable=num_pending_inputs == 0
+            total=num_pending_inputs, unit="input", desc=f"Encoding (rank {rank})", disable=num_pending_inputs == 0
         ) as bar:
             for index in pending:
                 result = self._write_chunk(progress, index, chunks[index], bar)
@@ -116,26 +125,41 @@ class LatentFolderWriter:
         return summary
 
     def _write_chunk(self, progress: ShardProgress, index: int, chunk: list[VideoInput], bar) -> ChunkResult:
-        writer, skipped, truncated = None, [], []
+        writer, skipped, truncated, buckets = None, [], [], Counter()
         tmp_path = progress.tmp_shard_path(index)
         builder = self.builder
         features = builder.info.features
+
+        def skip(item: VideoInput, item_id: str, reason: SkipInput) -> None:
+            skipped.append({"id": item_id, "file_name": item.file_name, "reason": str(reason)})
+            logger.warning("skipping %s: %s", item_id if item_id != item.id else item.file_name or item.id, reason)
+
         try:
             for item in chunk:
                 try:
-                    row = builder.encode_input(item)
+                    plan = builder.plan_input(item)
                 except SkipInput as reason:
-                    skipped.append({"id": item.id, "file_name": item.file_name, "reason": str(reason)})
-                    logger.warning("skipping %s: %s", item.file_name or item.id, reason)
+                    skip(item, item.id, reason)
                     bar.update(1)
                     continue
-                if builder.encoders[0].truncates(row["caption"]):
-                    truncated.append(item.id)
-                started = time.perf_counter()
-                if writer is None:
-                    writer = ParquetWriter(features=features, path=str(tmp_path), writer_batch_size=WRITER_BATCH_SIZE)
-                writer.write(features.encode_example(row))
-                builder.timings["write"] += time.perf_counter() - started
+                for clip in plan.clips:
+                    try:
+                        row = builder.encode_clip(plan, clip)
+                    except SkipInput as reason:
+                        skip(item, item.id if reason.whole_input else clip.id, reason)
+                        if reason.whole_input:
+                            break
+                        continue
+                    if builder.encoders[0].truncates(row["caption"]):
+                        truncated.append(clip.id)
+                    buckets[bucket_key(row["num_frames"], row["height"], row["width"])] += 1
+                    started = time.perf_counter()
+                    if writer is None:
+                        writer = ParquetWriter(
+                            features=features, path=str(tmp_path), writer_batch_size=WRITER_BATCH_SIZE
+                        )
+                    writer.write(features.encode_example(row))
+                    builder.timings["write"] += time.perf_counter() - started
                 bar.update(1)
             rows, num_bytes = 0, 0
             if writer is not None:
@@ -147,7 +171,9 @@ class LatentFolderWriter:
                 writer.close()
         shard = progress.shard_name(index) if rows else None
         file_bytes = tmp_path.stat().st_size if rows else 0
-        return ChunkResult(index, shard, rows, num_bytes, file_bytes, skipped, truncated)
+        return ChunkResult(
+            index, shard, rows, num_bytes, file_bytes, skipped, truncated, dict(sorted(buckets.items()))
+        )
 
     def _finalize(self, progress: ShardProgress, manifest: dict[str, Any], summary: WriteSummary, repo_id) -> None:
         results = progress.results()
@@ -177,19 +203,36 @@ class LatentFolderWriter:
         configs = load_pipeline_configs(config.pretrained_model_name_or_path, config.revision)
         vae_config, text_config, index = configs.vae, configs.text_encoder, configs.index
         spatial, temporal = vae_config.get("scale_factor_spatial") or 8, vae_config.get("scale_factor_temporal") or 4
-        latent_shape = [
-            vae_config["z_dim"],
-            (config.num_frames - 1) // temporal + 1,
-            config.height // spatial,
-            config.width // spatial,
-        ]
+
+        def latent_shape(num_frames: int, height: int, width: int) -> list[int]:
+            return [vae_config["z_dim"], (num_frames - 1) // temporal + 1, height // spatial, width // spatial]
+
+        counts: Counter[str] = Counter()
+        for result in results:
+            counts.update(result.buckets)
+        bucket_rows = []
+        for key, rows in sorted(counts.items(), key=lambda entry: (-entry[1], entry[0])):
+            num_frames, height, width = (int(part) for part in key.split("x"))
+            shape = latent_shape(num_frames, height, width)
+            bucket_rows.append(
+                {"num_frames": num_frames, "height": height, "width": width, "rows": rows, "latent_shape": shape}
+            )
+        one_bucket = config.height is not None and config.num_frames is not None
         return {
             **{key: manifest[key] for key in ("task", "model", "revision", "source", "height", "width")},
             **{key: manifest[key] for key in ("num_frames", "fps", "storage_dtype", "seed")},
             "vae_class": vae_config.get("_class_name", "AutoencoderKLWan"),
             "text_encoder_class": (text_config.architectures or ["UMT5EncoderModel"])[0],
             "latent_channels": vae_config["z_dim"],
-            "latent_shape": latent_shape,
+            # a one-bucket run's latent shape; several buckets have theirs in bucket_rows
+            "latent_shape": latent_shape(config.num_frames, config.height, config.width) if one_bucket else None,
+            "resolution_buckets": [list(bucket) for bucket in config.resolution_bucket_list],
+            "frame_buckets": list(config.frame_bucket_list),
+            "bucket_no_upscale": config.bucket_no_upscale,
+            "frame_extraction": config.frame_extraction,
+            "clips_per_video": config.clips_per_video,
+            # rows per (frames, height, width) bucket, most rows first
+            "bucket_rows": bucket_rows,
             "latents_mean": vae_config.get("latents_mean"),
             "latents_std": vae_config.get("latents_std"),
             "text_dim": text_config.d_model,
