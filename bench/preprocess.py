@@ -24,6 +24,14 @@ work only.
 
 Run it with ``make bench`` or ``.venv/bin/python bench/preprocess.py``; it prints markdown tables and writes JSON
 with every run's measurements.
+
+``--listing`` measures the input listing instead (issue 10, section 6): for ``--listing_rows`` synthetic inputs
+(default 1,000,000) as an HF dataset in Parquet with a path column and as a merged folder's
+``videos2caption.json``, each in a fresh process, the time and peak RSS to do what every preprocessing process
+does before encoding: open the source, plan its chunks, count them, digest the whole listing for the manifest and
+build the first and last chunk. Goal: under 30 s and under 1 GiB each. The listed files do not exist (a million
+files would measure the file system): a merged folder's entry then costs two failed ``stat`` calls instead of one
+successful one, so its time is an upper bound.
 """
 
 from __future__ import annotations
@@ -47,6 +55,9 @@ GROWTH_FROM_VIDEO = 8  # the growth check starts after this many videos of the 4
 GROWTH_GOAL_MIB = 64.0  # RSS after the last video of the 4N run minus after video GROWTH_FROM_VIDEO, median
 STAGES = ("decode", "text_encode", "vae_encode", "write")
 MIB = 1024 * 1024
+LISTING_SECONDS_GOAL = 30.0  # to list and plan --listing_rows inputs, per source kind
+LISTING_RSS_GOAL_MIB = 1024.0
+LISTING_KINDS = ("hf_parquet", "merged_json")
 RUN_FLAGS = ("height", "width", "num_frames", "fps", "samples_per_file")  # passed on to each measured run
 
 
@@ -119,7 +130,7 @@ def run_child(args: argparse.Namespace) -> None:
         "encode_seconds_per_video": seconds_per_video,
         "median_encode_seconds": statistics.median(seconds_per_video),
         "rss_after_video_mib": rss_after_video,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": high_water_rss_mib(),
     }
     print(json.dumps(result))
 
@@ -226,6 +237,130 @@ def format_runs_table(runs: list[dict[str, Any]], large: int) -> str:
     return "\n".join(lines)
 
 
+def listing_dir(work_dir: Path, num_rows: int) -> Path:
+    return work_dir / f"listing_{num_rows}"
+
+
+def synthetic_caption(index: int) -> str:
+    return f"A person walks a dog through a park on a sunny afternoon, clip {index}"
+
+
+def prepare_listing_inputs(work_dir: Path, num_rows: int) -> None:
+    """A Parquet dataset with a path column and a videos2caption.json of ``num_rows`` entries (made once)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = listing_dir(work_dir, num_rows)
+    if (folder / "done").exists():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "hf").mkdir(parents=True)
+    (folder / "merged").mkdir()
+    names = [f"clip_{index:08d}.mp4" for index in range(num_rows)]
+    captions = [synthetic_caption(index) for index in range(num_rows)]
+    table = pa.table({"video": [f"videos/{name}" for name in names], "caption": captions})
+    pq.write_table(table, folder / "hf" / "train.parquet")
+    entries = [{"path": name, "cap": caption} for name, caption in zip(names, captions, strict=True)]
+    (folder / "merged" / "videos2caption.json").write_text(json.dumps(entries))
+    (folder / "done").write_text("")
+
+
+def high_water_rss_mib() -> float:
+    """This process's peak RSS from ``/proc/self/status`` (VmHWM): unlike ``ru_maxrss``, which Linux carries
+    across ``exec`` from the parent that forked it, it starts afresh in each process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_rss_mib()
+
+
+def run_listing_child(args: argparse.Namespace) -> None:
+    """One source kind in this fresh process: open, plan, count, digest, build the first and last chunk."""
+    from fastvideo_hf.preprocess.shard_progress import listing_digest
+    from fastvideo_hf.preprocess.sources import HFDatasetSource, MergedFolderSource
+
+    folder = listing_dir(args.work_dir, args.listing_rows)
+    rss_before = high_water_rss_mib()  # the interpreter and the imports: not the listing's
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    if args._listing_child == "hf_parquet":
+        source = HFDatasetSource(str(folder / "hf"))
+    else:
+        source = MergedFolderSource(folder / "merged")
+    plan = source.plan(args.samples_per_file)
+    seconds["open_and_plan"] = time.perf_counter() - started
+    mark = time.perf_counter()
+    num_inputs = sum(plan.chunk_size(index) for index in range(len(plan)))
+    digest = listing_digest(plan.listing())
+    seconds["count_and_digest"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    first, last = plan[0], plan[len(plan) - 1]
+    seconds["first_and_last_chunk"] = time.perf_counter() - mark
+    seconds["total"] = time.perf_counter() - started
+    assert num_inputs == args.listing_rows and first[0].captions == [synthetic_caption(0)]
+    assert last[-1].captions == [synthetic_caption(args.listing_rows - 1)]
+    result = {
+        "kind": args._listing_child,
+        "num_inputs": num_inputs,
+        "num_chunks": len(plan),
+        "digest": digest,
+        "seconds": seconds,
+        "rss_before_mib": rss_before,
+        "peak_rss_mib": high_water_rss_mib(),
+    }
+    print(json.dumps(result))
+
+
+def listing_main(args: argparse.Namespace) -> int:
+    """``--listing``: each source kind in a fresh process (its own peak RSS), a table, and JSON."""
+    started = time.perf_counter()
+    prepare_listing_inputs(args.work_dir, args.listing_rows)
+    prepare_seconds = time.perf_counter() - started
+    runs = []
+    for kind in LISTING_KINDS:
+        command = [sys.executable, __file__, "--_listing_child", kind, "--work_dir", str(args.work_dir)]
+        command += ["--listing_rows", str(args.listing_rows), "--samples_per_file", str(args.samples_per_file)]
+        completed = subprocess.run(command, check=True, capture_output=True, text=True)
+        run = json.loads(completed.stdout.strip().splitlines()[-1])
+        run["verdict"] = (
+            "PASS"
+            if run["seconds"]["total"] < LISTING_SECONDS_GOAL and run["peak_rss_mib"] < LISTING_RSS_GOAL_MIB
+            else "FAIL"
+        )
+        runs.append(run)
+    print(
+        f"## listing benchmark ({args.listing_rows:,} inputs, {args.samples_per_file} per chunk, "
+        f"{os.cpu_count()} CPUs; goal < {LISTING_SECONDS_GOAL:.0f} s and < {LISTING_RSS_GOAL_MIB:.0f} MiB)\n"
+    )
+    print(
+        "| source | open + plan s | count + digest s | first + last chunk s | total s | peak RSS MiB | "
+        "RSS before MiB | verdict |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for run in runs:
+        sec = run["seconds"]
+        print(
+            f"| {run['kind']} | {sec['open_and_plan']:.2f} | {sec['count_and_digest']:.2f} | "
+            f"{sec['first_and_last_chunk']:.3f} | {sec['total']:.2f} | {run['peak_rss_mib']:.0f} | "
+            f"{run['rss_before_mib']:.0f} | {run['verdict']} |"
+        )
+    print(f"\n(synthetic inputs made in {prepare_seconds:.1f} s; reused on later runs)")
+    report = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
+        "settings": {"listing_rows": args.listing_rows, "samples_per_file": args.samples_per_file},
+        "goals": {"seconds": LISTING_SECONDS_GOAL, "peak_rss_mib": LISTING_RSS_GOAL_MIB},
+        "runs": runs,
+    }
+    output = args.output_json.with_name("preprocess_listing.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {output}")
+    return 0 if all(run["verdict"] == "PASS" for run in runs) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -257,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--samples_per_file", type=int, default=4, help="Inputs per Parquet shard.")
     parser.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)  # internal: one measured run
+    parser.add_argument(
+        "--listing", action="store_true", help="Measure listing and planning --listing_rows inputs instead."
+    )
+    parser.add_argument("--listing_rows", type=int, default=1_000_000, help="Synthetic inputs for --listing.")
+    parser.add_argument("--_listing_child", choices=LISTING_KINDS, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -267,6 +407,11 @@ def main() -> int:
     if args._child is not None:
         run_child(args)
         return 0
+    if args._listing_child is not None:
+        run_listing_child(args)
+        return 0
+    if args.listing:
+        return listing_main(args)
     if 4 * args.num_videos <= GROWTH_FROM_VIDEO:
         parser.error(f"--num_videos must be above {GROWTH_FROM_VIDEO // 4} so that 4N exceeds {GROWTH_FROM_VIDEO}")
     if args.repeats < 1:
