@@ -105,9 +105,24 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
     validation.add_argument("--validation_steps", type=int, default=200, help="Validate every N steps.")
     validation.add_argument("--validation_num_inference_steps", type=int, default=50, help="Sampling steps.")
     validation.add_argument("--validation_guidance_scale", type=float, default=5.0, help="Classifier-free guidance.")
-    validation.add_argument("--validation_height", type=int, default=480, help="Height when the entry has none.")
-    validation.add_argument("--validation_width", type=int, default=832, help="Width when the entry has none.")
-    validation.add_argument("--validation_num_frames", type=int, default=81, help="Frames when the entry has none.")
+    validation.add_argument(
+        "--validation_height",
+        type=int,
+        default=None,
+        help="Height when the entry has none (default: the dataset's most common video bucket, else 480).",
+    )
+    validation.add_argument(
+        "--validation_width",
+        type=int,
+        default=None,
+        help="Width when the entry has none (default: the dataset's most common video bucket, else 832).",
+    )
+    validation.add_argument(
+        "--validation_num_frames",
+        type=int,
+        default=None,
+        help="Frames when the entry has none (default: the dataset's most common video bucket, else 81).",
+    )
     validation.add_argument("--validation_fps", type=int, default=16, help="fps of the saved validation videos.")
 
     hub = parser.add_argument_group("hub")

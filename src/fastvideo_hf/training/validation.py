@@ -7,6 +7,7 @@ wandb gets the video, tensorboard a strip of frames (its video logging needs mov
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -69,6 +70,45 @@ def load_validation_entries(
             )
         )
     return entries
+
+
+# validation size without flags and without a dataset card that says better (Wan2.1's 480p recipe)
+FALLBACK_VALIDATION_SIZE = (480, 832, 81)
+
+
+def most_common_video_bucket(card: dict[str, Any] | None) -> tuple[int, int, int] | None:
+    """(height, width, num_frames) of the dataset's most common video bucket, from its card: the rows per bucket
+    of a bucketed dataset, else the one size of an older card. None when the card says neither."""
+    card = card or {}
+    videos = [bucket for bucket in card.get("bucket_rows") or [] if bucket.get("num_frames", 1) > 1]
+    if videos:
+        best = max(
+            videos, key=lambda bucket: (bucket["rows"], bucket["num_frames"], bucket["height"] * bucket["width"])
+        )
+        return best["height"], best["width"], best["num_frames"]
+    if card.get("height") and card.get("width") and (card.get("num_frames") or 1) > 1:
+        return card["height"], card["width"], card["num_frames"]
+    return None
+
+
+def validation_size(args, card: dict[str, Any] | None) -> tuple[int, int, int]:
+    """(height, width, num_frames) for entries that name none: the flags, else the dataset's most common video
+    bucket, else 480 x 832 x 81."""
+    default = most_common_video_bucket(card) or FALLBACK_VALIDATION_SIZE
+    flags = (args.validation_height, args.validation_width, args.validation_num_frames)
+    return tuple(flag if flag is not None else value for flag, value in zip(flags, default, strict=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset_card(dataset_name: str, revision: str | None) -> dict[str, Any] | None:
+    """The dataset's card metadata, for the validation size (read once per run)."""
+    from .dataset_checks import LatentDatasetNotFoundError
+    from .latent_dataset import read_dataset_card_metadata
+
+    try:
+        return read_dataset_card_metadata(dataset_name, revision)
+    except LatentDatasetNotFoundError:
+        return None
 
 
 def generate_validation_videos(
@@ -145,13 +185,12 @@ def run_validation(
     if not (accelerator.is_main_process or accelerator.distributed_type in SHARDED_TYPES):
         return []
 
+    flags = (args.validation_height, args.validation_width, args.validation_num_frames)
+    height, width, num_frames = validation_size(
+        args, None if None not in flags else _dataset_card(args.dataset_name, getattr(args, "dataset_revision", None))
+    )
     entries = load_validation_entries(
-        args.validation_file,
-        args.validation_prompt,
-        args.validation_height,
-        args.validation_width,
-        args.validation_num_frames,
-        args.validation_num_inference_steps,
+        args.validation_file, args.validation_prompt, height, width, num_frames, args.validation_num_inference_steps
     )
     if task == "i2v":
         skipped = [entry.caption for entry in entries if entry.image_path is None]
