@@ -104,16 +104,16 @@ def run_child(args: argparse.Namespace) -> None:
     # Per video: its encode time (the median shrugs off stalls of a shared machine) and the current RSS after it
     # (a rising trace shows memory held across videos).
     process, seconds_per_video, rss_after_video = psutil.Process(), [], []
-    encode_input = builder.encode_input
+    encode_clip = builder.encode_clip  # one clip per demo video at these settings
 
-    def encode_and_record(item: Any) -> dict[str, Any]:
+    def encode_and_record(plan: Any, clip: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        row = encode_input(item)
+        row = encode_clip(plan, clip)
         seconds_per_video.append(time.perf_counter() - started)
         rss_after_video.append(process.memory_info().rss / MIB)
         return row
 
-    builder.encode_input = encode_and_record
+    builder.encode_clip = encode_and_record
     started = time.perf_counter()
     summary = builder.write_to_folder(latents_dir(args.work_dir, num_videos))
     wall = time.perf_counter() - started

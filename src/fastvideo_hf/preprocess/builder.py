@@ -57,7 +57,7 @@ from .encoders import (
 )
 from .frame_sampling import ClipTooShortError, first_frame_image, resize_and_center_crop
 from .image_decode import ImageDecodeError, decode_image
-from .sources import HFDatasetSource, MergedFolderSource, VideoInput, choose_caption
+from .sources import ChunkPlan, HFDatasetSource, MergedFolderSource, VideoInput, choose_caption
 from .video_decode import VideoDecodeError, decode_clip, read_frame_times
 
 if TYPE_CHECKING:
@@ -326,12 +326,11 @@ class WanLatents(datasets.GeneratorBasedBuilder):
                 self._source = MergedFolderSource(config.data_dir)
         return self._source
 
-    def plan_chunks(self) -> list[list[VideoInput]]:
+    def plan_chunks(self) -> ChunkPlan:
         """The inputs in listing order, cut into chunks of ``samples_per_file`` (one Parquet shard each, holding
-        every clip of its inputs)."""
-        inputs = self.source.list_inputs()
-        size = self.config.samples_per_file
-        return [inputs[start : start + size] for start in range(0, len(inputs), size)]
+        every clip of its inputs). The plan builds a chunk's records only when asked, so a listing of millions of
+        rows stays small."""
+        return self.source.plan(self.config.samples_per_file)
 
     # -- encoding -----------------------------------------------------------------------------------------
 

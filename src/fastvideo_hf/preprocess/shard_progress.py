@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def listing_digest(entries: list[tuple[str, ...]]) -> str:
+def listing_digest(entries: Iterable[tuple[str, ...]]) -> str:
     """A short digest of the input listing (ids and captions), recorded in the manifest."""
     digest = hashlib.sha256()
     for entry in entries:

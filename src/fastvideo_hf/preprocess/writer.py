@@ -33,7 +33,7 @@ from .shard_progress import (
     check_output_dir,
     listing_digest,
 )
-from .sources import VideoInput
+from .sources import ChunkPlan, VideoInput
 
 if TYPE_CHECKING:
     from .builder import WanLatents
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 class PreparedFolder:
     """An output folder checked and opened for a run: the chunks to encode, their progress, the run's settings."""
 
-    chunks: list[list[VideoInput]]
+    chunks: ChunkPlan
     progress: ShardProgress
     manifest: dict[str, Any]
 
@@ -69,10 +69,9 @@ class LatentFolderWriter:
     def __init__(self, builder: WanLatents):
         self.builder = builder
 
-    def manifest(self, chunks: list[list[VideoInput]]) -> dict[str, Any]:
+    def manifest(self, chunks: ChunkPlan) -> dict[str, Any]:
         """Everything that changes the rows; a resume must match it exactly."""
         config = self.builder.config
-        listing = [(item.id, item.file_name, *item.captions) for chunk in chunks for item in chunk]
         return {
             "task": config.task,
             "model": config.pretrained_model_name_or_path,
@@ -89,8 +88,8 @@ class LatentFolderWriter:
             "seed": config.seed,
             "text_encoder_dtype": config.text_encoder_dtype,
             "vae_dtype": config.vae_dtype,
-            "num_inputs": len(listing),
-            "inputs_digest": listing_digest(listing),
+            "num_inputs": chunks.num_inputs,
+            "inputs_digest": listing_digest(chunks.listing()),  # streamed: no record per input is built
         }
 
     def prepare(self, output_dir: str | Path) -> PreparedFolder:
@@ -110,7 +109,7 @@ class LatentFolderWriter:
         chunks, progress, manifest = folder.chunks, folder.progress, folder.manifest
         pending = progress.pending(rank, world_size)
         summary = WriteSummary(seconds=self.builder.timings)
-        num_pending_inputs = sum(len(chunks[index]) for index in pending)
+        num_pending_inputs = sum(chunks.chunk_size(index) for index in pending)
         with tqdm(
             total=num_pending_inputs, unit="input", desc=f"Encoding (rank {rank})", disable=num_pending_inputs == 0
         ) as bar:
