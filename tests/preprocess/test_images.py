@@ -221,3 +221,48 @@ def test_bytes_and_path_columns_tell_images_from_videos(tmp_path):
         Dataset.from_dict({"media": values, "caption": ["x", "y"]}, features=features).to_parquet(folder / "a.parquet")
         source = HFDatasetSource(str(folder), video_column="media")
         assert [item.media_type for item in source.list_inputs()] == ["image", "video"], kind
+
+
+def test_images_become_one_frame_rows_upright_and_i2v_skips_them(tmp_path, tiny_model_dir, demo_dir):
+    """A merged folder of a clip, an upright PNG and the same picture as a phone JPEG (stored turned + EXIF 6),
+    through the real CLI: both pictures are 1-frame rows with the same (upright) latent; image-to-video skips them."""
+    from fastvideo_hf.preprocess.__main__ import main as preprocess_main
+    from fastvideo_hf.schema import columns_to_tensor
+    from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
+
+    from ..helpers import rows_by_id
+
+    data = tmp_path / "raw"
+    data.mkdir()
+    upright = upright_picture(64, 96)
+    PILImage.fromarray(upright).save(data / "upright.png")
+    jpeg_with_orientation(data / "phone.jpg", upright, 6)
+    PILImage.fromarray(np.ascontiguousarray(np.rot90(upright, k=1))).save(data / "sideways.png")
+    entries = [{"path": str(demo_dir / "videos" / "clip_0000.mp4"), "cap": "A clip."}]
+    entries += [{"path": name, "cap": "A picture."} for name in ("upright.png", "phone.jpg", "sideways.png")]
+    (data / "videos2caption.json").write_text(json.dumps(entries))
+    common = ["--pretrained_model_name_or_path", str(tiny_model_dir), "--data_dir", str(data), "--fps", "16"]
+    common += ["--resolution_buckets", "64x96", "--frame_buckets", "1,17"]
+    assert preprocess_main([*common, "--output_dir", str(tmp_path / "t2v")]) == 0
+
+    rows = rows_by_id(tmp_path / "t2v")
+    for name in ("upright.png", "phone.jpg"):
+        row = rows[name]
+        assert (row["media_type"], row["num_frames"], row["width"], row["height"]) == ("image", 1, 96, 64)
+        assert row["vae_latent_shape"] == [16, 1, 8, 12]
+    assert rows[str(demo_dir / "videos" / "clip_0000.mp4")]["vae_latent_shape"] == [16, 5, 8, 12]
+    latent = {name: columns_to_tensor(rows[name], "vae_latent") for name in rows}
+    # the sideways PNG (no tag) is what ignoring EXIF would give: the phone JPEG must be far from it
+    assert (latent["phone.jpg"] - latent["upright.png"]).abs().mean() < 0.2 * (
+        latent["sideways.png"] - latent["upright.png"]
+    ).abs().mean()
+
+    i2v_model = save_tiny_wan_pipeline(tmp_path / "tiny-wan-i2v", task="i2v")
+    i2v = [*common, "--pretrained_model_name_or_path", str(i2v_model), "--output_dir", str(tmp_path / "i2v")]
+    assert preprocess_main([*i2v, "--task", "i2v"]) == 0
+    skipped = [json.loads(line) for line in (tmp_path / "i2v" / "skipped.jsonl").read_text().splitlines()]
+    assert {item["id"]: item["reason"] for item in skipped} == {
+        name: "a still image has no motion to learn for image-to-video"
+        for name in ("upright.png", "phone.jpg", "sideways.png")
+    }
+    assert list(rows_by_id(tmp_path / "i2v")) == [str(demo_dir / "videos" / "clip_0000.mp4")]
