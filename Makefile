@@ -19,21 +19,24 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The main job end to end on the tiny model: data -> latents -> LoRA and full finetune -> video + loss curve.
+# The data is mixed (landscape, portrait and square clips of 1 to 12 s, still images), so preprocessing buckets it
+# by aspect and length and cuts long videos into clips; validation takes the most common video bucket's size.
 DEMO_MODEL := $(DEMO_DIR)/tiny-wan-t2v
 DEMO_TRAIN_FLAGS := --pretrained_model_name_or_path $(DEMO_MODEL) --dataset_name $(DEMO_DIR)/latents \
 	--max_train_steps 80 --train_batch_size 2 --checkpointing_steps 40 --validation_steps 40 \
 	--validation_prompt "A red circle moves from left to right over a black background." \
-	--validation_height 64 --validation_width 96 --validation_num_frames 17 --validation_num_inference_steps 8 \
+	--validation_num_inference_steps 8 \
 	--caption_dropout 0.1 --seed 0
 ACCELERATE := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 
 demo: setup
 	rm -rf $(DEMO_DIR)
-	$(VENV)/bin/fastvideo-hf demo-data --output $(DEMO_DIR)/raw --num_videos 12 --with_bad_inputs
+	$(VENV)/bin/fastvideo-hf demo-data --output $(DEMO_DIR)/raw --num_videos 6 --with_bad_inputs --mixed
 	$(VENV)/bin/fastvideo-hf tiny-model --task t2v --output $(DEMO_MODEL)
 	$(VENV)/bin/fastvideo-hf preprocess --pretrained_model_name_or_path $(DEMO_MODEL) \
 		--data_dir $(DEMO_DIR)/raw --output_dir $(DEMO_DIR)/latents \
-		--height 64 --width 96 --num_frames 17 --fps 16 --samples_per_file 4
+		--resolution_buckets 64x96,96x64,80x80 --frame_buckets 1,9,17 --frame_extraction chunk \
+		--fps 16 --samples_per_file 4
 	$(VENV)/bin/fastvideo-hf inspect $(DEMO_DIR)/latents
 	$(ACCELERATE) training_scripts/train_wan_lora.py $(DEMO_TRAIN_FLAGS) \
 		--output_dir $(DEMO_DIR)/lora --learning_rate 2e-3 --rank 16 --lora_alpha 16
@@ -44,6 +47,7 @@ demo: setup
 	$(VENV)/bin/fastvideo-hf plot-loss lora=$(DEMO_DIR)/lora/logs full=$(DEMO_DIR)/full/logs \
 		--output $(DEMO_DIR)/loss_curve.png
 	# image-to-video on a tiny Wan2.1 I2V model: first-frame latents + CLIP features, then a short LoRA run
+	# (one bucket, one clip per video; the still images are skipped: they have no motion to learn)
 	$(VENV)/bin/fastvideo-hf tiny-model --task i2v --model wan2.1 --output $(DEMO_DIR)/tiny-wan-i2v
 	$(VENV)/bin/fastvideo-hf preprocess --task i2v --pretrained_model_name_or_path $(DEMO_DIR)/tiny-wan-i2v \
 		--data_dir $(DEMO_DIR)/raw --output_dir $(DEMO_DIR)/latents-i2v \

@@ -17,8 +17,14 @@ def _tiny_model(args: argparse.Namespace) -> int:
 def _demo_data(args: argparse.Namespace) -> int:
     from .demo_data import write_demo_dataset
 
-    clips = write_demo_dataset(args.output, args.num_videos, seed=args.seed, with_bad_inputs=args.with_bad_inputs)
-    print(f"{len(clips)} demo videos written to {args.output} (videos2caption.json, videos/metadata.jsonl)")
+    clips = write_demo_dataset(
+        args.output, args.num_videos, seed=args.seed, with_bad_inputs=args.with_bad_inputs, mixed=args.mixed
+    )
+    images = sum(clip.media_type == "image" for clip in clips)
+    print(
+        f"{len(clips) - images} demo videos and {images} images written to {args.output} "
+        "(videos2caption.json, videos/metadata.jsonl)"
+    )
     return 0
 
 
@@ -76,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="Seed of shapes, colours and directions.")
     demo.add_argument(
         "--with_bad_inputs", action="store_true", help="Also list unusable inputs that preprocessing must skip."
+    )
+    demo.add_argument(
+        "--mixed",
+        action="store_true",
+        help="Also write portrait and square clips of 1 to 12 s (one stored turned, as phones do) and still images "
+        "(one JPEG with an EXIF orientation tag), for resolution buckets, frame buckets and clip extraction.",
     )
     demo.set_defaults(run=_demo_data)
 
