@@ -24,6 +24,7 @@ from fastvideo_hf.training.args import build_training_parser, validate_training_
 from fastvideo_hf.training.checkpoint_hooks import register_full_finetune_hooks, save_full_outputs
 from fastvideo_hf.training.experts import expert_modules
 from fastvideo_hf.training.hub import push_training_output
+from fastvideo_hf.training.memory_savers import check_memory_saver_args
 from fastvideo_hf.training.resume_settings import run_settings
 from fastvideo_hf.training.stages import (
     StepInputs,
@@ -55,6 +56,7 @@ def parse_args(argv=None):
     parser = build_training_parser(__doc__.split("\n")[0], lora=False)
     args = parser.parse_args(argv)
     validate_training_args(args)
+    check_memory_saver_args(args, lora=False)  # fp8 storage and CPU offload are for frozen weights: refused here
     return args
 
 

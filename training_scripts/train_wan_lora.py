@@ -25,6 +25,12 @@ from fastvideo_hf.training.args import build_training_parser, validate_training_
 from fastvideo_hf.training.checkpoint_hooks import register_lora_hooks, save_lora_outputs
 from fastvideo_hf.training.experts import expert_modules
 from fastvideo_hf.training.hub import push_training_output
+from fastvideo_hf.training.memory_savers import (
+    accelerate_places_model,
+    base_weights_device,
+    check_memory_saver_args,
+    place_frozen_weights,
+)
 from fastvideo_hf.training.resume_settings import run_settings
 from fastvideo_hf.training.stages import (
     StepInputs,
@@ -57,6 +63,7 @@ def parse_args(argv=None):
     parser = build_training_parser(__doc__.split("\n")[0], lora=True)
     args = parser.parse_args(argv)
     validate_training_args(args)
+    check_memory_saver_args(args, lora=True)
     return args
 
 
@@ -75,7 +82,8 @@ def main(args):
     transformer, slot = load_transformer_to_train(args, spec)
     weight_dtype = weight_dtype_for(accelerator)
     transformer.requires_grad_(False)
-    transformer.to(accelerator.device, dtype=weight_dtype)
+    # on the CPU when --layerwise_casting / --group_offload place the frozen weights below, after the adapter
+    transformer.to(base_weights_device(args, accelerator.device), dtype=weight_dtype)
     vsa = setup_vsa(transformer, args)  # adds the zero gate projection to every self-attention
 
     # names that match no layer are named in a warning (peft drops them silently); none matching is refused
@@ -90,6 +98,8 @@ def main(args):
         if args.gradient_checkpointing:
             expert.enable_gradient_checkpointing()
     cast_training_params(transformer, dtype=torch.float32)  # LoRA weights train in fp32 under any mixed precision
+    # fp8 storage of the frozen weights and/or their CPU offload; the LoRA stays fp32 on the device
+    place_frozen_weights(transformer, args, accelerator.device, weight_dtype, accelerator.num_processes)
     register_lora_hooks(accelerator, slot)
 
     lora_parameters = [param for param in transformer.parameters() if param.requires_grad]
@@ -107,7 +117,11 @@ def main(args):
         num_training_steps=max_train_steps,
     )
     transformer, optimizer, dataloader, lr_scheduler = accelerator.prepare(
-        transformer, optimizer, dataloader, lr_scheduler
+        transformer,
+        optimizer,
+        dataloader,
+        lr_scheduler,
+        device_placement=[accelerate_places_model(args), True, True, True],  # an offloaded model stays where it is
     )
 
     # What a resume must find unchanged (data order, what a step is, the adapter's shape); recorded per checkpoint

@@ -157,6 +157,37 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
         help="auto: FastVideo's kernel on a GPU that has it, else FlexAttention; plain torch for CPU training.",
     )
 
+    memory = parser.add_argument_group("memory savers (LoRA on one GPU; train_wan.py refuses them)")
+    memory.add_argument(
+        "--layerwise_casting",
+        default=None,
+        choices=["float8_e4m3fn", "float8_e5m2"],
+        help="Store the frozen base weights in this fp8 dtype and compute in the mixed-precision dtype (float32 "
+        "with --mixed_precision no), through diffusers' enable_layerwise_casting; norms, embeddings and patch layers "
+        "stay as they are, and the LoRA stays float32. Halves the base weights' memory vs bf16; changes numerics.",
+    )
+    memory.add_argument(
+        "--group_offload",
+        default=None,
+        choices=["block_level", "leaf_level"],
+        help="Keep the frozen base weights on the CPU and bring them to the GPU as each group runs, through "
+        "diffusers' group offloading: block_level moves --offload_blocks_per_group transformer blocks at a time, "
+        "leaf_level one layer at a time. The LoRA, its gradients and optimizer state stay on the GPU. Same numbers "
+        "as without it; slower. Use with --gradient_checkpointing for the saving to hold through backward.",
+    )
+    memory.add_argument(
+        "--offload_blocks_per_group",
+        type=int,
+        default=1,
+        help="Transformer blocks per group with --group_offload block_level (more: fewer transfers, more memory).",
+    )
+    memory.add_argument(
+        "--offload_use_stream",
+        action="store_true",
+        help="With --group_offload, prefetch the next group on a CUDA stream while the current one computes "
+        "(needs CUDA; block_level then moves one block at a time).",
+    )
+
     if lora:
         adapter = parser.add_argument_group("LoRA")
         adapter.add_argument("--rank", type=int, default=32, help="LoRA rank.")

@@ -2,15 +2,17 @@
 
 Exact resume holds only if the data order and the meaning of a step are unchanged: the same rows, the same
 global batch and accumulation, the same seed (which draws noise, sigmas and caption dropout), the same model
-and adapter shape. A resume that changes one of those is refused with every difference listed, before any
-weight is loaded (a changed ``--rank`` would otherwise die in a size-mismatch traceback).
+and adapter shape, and the storage dtype of the frozen weights (``--layerwise_casting``). A resume that changes
+one of those is refused with every difference listed, before any weight is loaded (a changed ``--rank`` would
+otherwise die in a size-mismatch traceback).
 
 Everything else may change on resume. Where the checkpoint holds a value, the checkpoint wins: the optimizer
 restores its learning rate, betas, epsilon and weight decay, and the LR scheduler its base learning rate. The
 new flags win for the remaining schedule shape (``--lr_scheduler``, ``--lr_warmup_steps``, ``--max_train_steps``),
-for ``--max_grad_norm``, ``--mixed_precision``, checkpointing, validation, logging and the Hub. The number of
-processes may change when the global batch (``--train_batch_size`` x processes) stays the same, except under
-FSDP / DeepSpeed, whose states are sharded per process.
+for ``--max_grad_norm``, ``--mixed_precision``, ``--group_offload`` (the same numbers, computed elsewhere),
+checkpointing, validation, logging and the Hub. The number of processes may change when the global batch
+(``--train_batch_size`` x processes) stays the same, except under FSDP / DeepSpeed, whose states are sharded per
+process.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ FIXED_FLAGS = {
     "rank": "the LoRA's shape",
     "lora_alpha": "the LoRA's scale",
     "attention_backend": "the attention and its gates",
+    # fp8 storage rounds the frozen weights every step computes with; --group_offload is not here: it moves weights
+    # without changing a number (tested), so a run may resume with it turned on or off
+    "layerwise_casting": "the precision of the frozen weights",
 }
 VSA_FLAGS = ("vsa_sparsity", "vsa_decay_rate", "vsa_decay_interval_steps")
 # flags whose checkpointed value wins over a new one (the optimizer and scheduler states restore them)
