@@ -127,6 +127,19 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     compute.add_argument("--vae_dtype", default="float32", choices=list(ENCODER_DTYPES), help="dtype of the VAE.")
     compute.add_argument(
+        "--num_workers",
+        type=int,
+        default=None,
+        help="Processes that decode, sample and resize clips ahead of the encoders (default: one fewer than the "
+        "CPUs, at most 8; 0 = decode in the main process). The shards are the same bytes for any value.",
+    )
+    compute.add_argument(
+        "--text_batch_size",
+        type=int,
+        default=8,
+        help="Captions per text-encoder batch (each is padded to the full 512 tokens, as WanPipeline pads it).",
+    )
+    compute.add_argument(
         "--video_backend",
         default=None,
         choices=["decord", "pyav"],
@@ -188,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             video_backend=args.video_backend,
             text_encoder_dtype=args.text_encoder_dtype,
             vae_dtype=args.vae_dtype,
+            num_workers=args.num_workers,
+            text_batch_size=args.text_batch_size,
         )
         writer = LatentFolderWriter(builder)
         folder = writer.prepare(args.output_dir)

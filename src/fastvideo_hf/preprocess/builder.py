@@ -39,15 +39,14 @@ from ..schema import CLIP_START_COLUMN, STORAGE_DTYPES, empty_tensor_columns, la
 from .buckets import (
     FRAME_EXTRACTIONS,
     Bucket,
-    TooSmallForBucketsError,
     auto_resolution_buckets,
-    choose_resolution_bucket,
     clip_id,
     parse_aspect_range,
     parse_int_list,
     parse_resolution_buckets,
     plan_clips,
 )
+from .decode_workers import ClipPixels, ClipSkip, PixelJob, decode_pixels, default_num_workers
 from .encoders import (
     PipelineConfigs,
     WanImageConditionEncoder,
@@ -55,10 +54,9 @@ from .encoders import (
     WanVaeEncoder,
     load_pipeline_configs,
 )
-from .frame_sampling import ClipTooShortError, first_frame_image, resize_and_center_crop
-from .image_decode import ImageDecodeError, decode_image
+from .frame_sampling import ClipTooShortError, first_frame_image
 from .sources import ChunkPlan, HFDatasetSource, MergedFolderSource, VideoInput, choose_caption
-from .video_decode import VideoDecodeError, decode_clip, read_frame_times
+from .video_decode import VideoDecodeError, read_frame_times
 
 if TYPE_CHECKING:
     from .writer import WriteSummary
@@ -141,6 +139,10 @@ class WanLatentsConfig(datasets.BuilderConfig):
     device: str | None = None
     text_encoder_dtype: str = "auto"  # bfloat16 on GPU, float32 on CPU
     vae_dtype: str = "float32"
+    # Decode processes ahead of the encoders (None: one fewer than the CPUs, at most 8; 0: decode in-process)
+    # and captions per text-encoder batch. Neither changes a byte of the rows.
+    num_workers: int | None = None
+    text_batch_size: int = 8
 
     def __post_init__(self):
         super().__post_init__()
@@ -154,6 +156,12 @@ class WanLatentsConfig(datasets.BuilderConfig):
             raise ValueError(f"--storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {self.storage_dtype!r}")
         if self.samples_per_file < 1:
             raise ValueError("--samples_per_file must be at least 1")
+        if self.num_workers is None:
+            self.num_workers = default_num_workers()
+        if self.num_workers < 0:
+            raise ValueError(f"--num_workers must be 0 (decode in-process) or more, got {self.num_workers}")
+        if self.text_batch_size < 1:
+            raise ValueError(f"--text_batch_size must be at least 1, got {self.text_batch_size}")
         if (self.video_dataset is None) == (self.data_dir is None):
             raise ValueError("give exactly one input: --data_dir (merged folder) or --dataset_name (HF dataset)")
 
@@ -403,23 +411,47 @@ class WanLatents(datasets.GeneratorBasedBuilder):
 
     def encode_clip(self, plan: InputPlan, clip: Clip) -> dict[str, Any]:
         """The Parquet row of one clip of a planned input, or ``SkipInput`` with the reason it cannot be used."""
-        config, item = self.config, plan.item
-        prompt_encoder, vae_encoder, image_encoder = self.encoders  # loaded before the clock: not counted as encoding
+        self.encoders  # noqa: B018 -- loaded before the clock: not counted as decoding
+        return self.encode_pixels(plan, clip, self.check_decoded(decode_pixels(self.pixel_job(plan, clip))))
+
+    def pixel_job(self, plan: InputPlan, clip: Clip) -> PixelJob:
+        """What decoding ``clip`` needs, as plain values a decode worker can run (``decode_workers``)."""
+        config = self.config
+        return PixelJob(
+            source=plan.source,
+            is_image=plan.item.media_type == "image",
+            fps=config.fps,
+            num_frames=clip.num_frames,
+            start=clip.start,
+            video_backend=config.video_backend,
+            resolution_buckets=config.resolution_bucket_list,
+            bucket_no_upscale=config.bucket_no_upscale,
+        )
+
+    def check_decoded(self, decoded: ClipPixels | ClipSkip) -> ClipPixels:
+        """The pixels of a decoded clip, or ``SkipInput`` with the reason it gave none."""
+        if isinstance(decoded, ClipSkip):
+            raise SkipInput(decoded.reason, decoded.whole_input)
+        self.timings["decode"] += decoded.seconds
+        return decoded
+
+    def encode_captions(self, plans: list[InputPlan]) -> None:
+        """Encode the captions of ``plans`` not encoded yet as one text-encoder batch (each caption is padded to
+        the encoder's full length with its mask, so its embedding is the one it would get alone)."""
+        plans = [plan for plan in plans if plan.text_embedding is None]
+        if not plans:
+            return
+        prompt_encoder = self.encoders[0]
         started = time.perf_counter()
-        try:
-            if item.media_type == "image":
-                decoded = decode_image(plan.source)
-            else:
-                decoded = decode_clip(plan.source, config.fps, clip.num_frames, config.video_backend, clip.start)
-            height, width = choose_resolution_bucket(
-                config.resolution_bucket_list, decoded.source_height, decoded.source_width, config.bucket_no_upscale
-            )
-        except TooSmallForBucketsError as error:
-            raise SkipInput(str(error), whole_input=True) from error
-        except (VideoDecodeError, ClipTooShortError, ImageDecodeError) as error:
-            raise SkipInput(str(error)) from error
-        pixels = resize_and_center_crop(decoded.frames, height, width)
-        del decoded  # source-resolution frames are not needed past this point
+        for plan, embedding in zip(plans, prompt_encoder([plan.caption for plan in plans]), strict=True):
+            plan.text_embedding = embedding
+        self.timings["text_encode"] += time.perf_counter() - started
+
+    def encode_pixels(self, plan: InputPlan, clip: Clip, decoded: ClipPixels) -> dict[str, Any]:
+        """The Parquet row of ``clip`` from its decoded pixels: the encoder half of ``encode_clip``."""
+        config, item = self.config, plan.item
+        prompt_encoder, vae_encoder, image_encoder = self.encoders
+        pixels, height, width = decoded.pixels, decoded.height, decoded.width
         decoded_at = time.perf_counter()
         if plan.text_embedding is None:
             (plan.text_embedding,) = prompt_encoder([plan.caption])
@@ -427,7 +459,6 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         text_encoded = time.perf_counter()
         latent = vae_encoder(pixels)
         vae_encoded = time.perf_counter()
-        self.timings["decode"] += decoded_at - started
         self.timings["text_encode"] += text_encoded - decoded_at
         self.timings["vae_encode"] += vae_encoded - text_encoded
         image_columns = {}

@@ -6,6 +6,11 @@
 dataset card. ``WanLatents.write_to_folder`` is the one-call form; ``fastvideo-hf preprocess`` calls
 ``prepare`` (every check that needs no weights) and ``write`` separately, so a bad setting exits before any
 model is loaded.
+
+A chunk's rows come from one stream, the same with or without decode workers: inputs are planned and their
+captions encoded ``text_batch_size`` at a time, then each clip is decoded (in-process with ``num_workers`` 0, else
+in ``decode_workers.DecodeWorkers``, results taken in submission order) and encoded in listing order, so the
+shards are byte-identical whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +30,8 @@ from tqdm.auto import tqdm
 
 from ..dataset_card import render_dataset_card, skip_reason_counts
 from ..model_spec import WAN_MAX_SEQUENCE_LENGTH, has_component
-from .builder import WRITER_BATCH_SIZE, SkipInput
+from .builder import WRITER_BATCH_SIZE, InputPlan, SkipInput
+from .decode_workers import DecodeWorkers, decode_pixels
 from .encoders import load_pipeline_configs
 from .shard_progress import (
     ChunkResult,
@@ -110,56 +118,58 @@ class LatentFolderWriter:
         pending = progress.pending(rank, world_size)
         summary = WriteSummary(seconds=self.builder.timings)
         num_pending_inputs = sum(chunks.chunk_size(index) for index in pending)
-        with tqdm(
-            total=num_pending_inputs, unit="input", desc=f"Encoding (rank {rank})", disable=num_pending_inputs == 0
-        ) as bar:
-            for index in pending:
-                result = self._write_chunk(progress, index, chunks[index], bar)
-                progress.commit(result)
-                summary.rows_written += result.rows
-                summary.inputs_skipped += len(result.skipped)
-                summary.chunks_done += 1
+        num_workers = self.builder.config.num_workers
+        decoder = DecodeWorkers(num_workers) if num_workers and pending else None
+        try:
+            if decoder is not None:
+                decoder.start()  # the workers start while the encoders load
+            with tqdm(
+                total=num_pending_inputs,
+                unit="input",
+                desc=f"Encoding (rank {rank})",
+                disable=num_pending_inputs == 0,
+            ) as bar:
+                for index in pending:
+                    result = self._write_chunk(progress, index, chunks[index], bar, decoder)
+                    progress.commit(result)
+                    summary.rows_written += result.rows
+                    summary.inputs_skipped += len(result.skipped)
+                    summary.chunks_done += 1
+        finally:
+            if decoder is not None:
+                decoder.close()
+                self.builder.timings["decode_wait"] += decoder.wait_seconds
         if progress.all_done():
             self._finalize(progress, manifest, summary, repo_id)
         return summary
 
-    def _write_chunk(self, progress: ShardProgress, index: int, chunk: list[VideoInput], bar) -> ChunkResult:
+    def _write_chunk(
+        self, progress: ShardProgress, index: int, chunk: list[VideoInput], bar, decoder: DecodeWorkers | None
+    ) -> ChunkResult:
         writer, skipped, truncated, buckets = None, [], [], Counter()
         tmp_path = progress.tmp_shard_path(index)
         builder = self.builder
         features = builder.info.features
 
-        def skip(item: VideoInput, item_id: str, reason: SkipInput) -> None:
-            skipped.append({"id": item_id, "file_name": item.file_name, "reason": str(reason)})
-            logger.warning("skipping %s: %s", item_id if item_id != item.id else item.file_name or item.id, reason)
-
         try:
-            for item in chunk:
-                try:
-                    plan = builder.plan_input(item)
-                except SkipInput as reason:
-                    skip(item, item.id, reason)
+            for item, item_id, outcome in self._chunk_rows(chunk, decoder):
+                if outcome is None:  # the input is done
                     bar.update(1)
                     continue
-                for clip in plan.clips:
-                    try:
-                        row = builder.encode_clip(plan, clip)
-                    except SkipInput as reason:
-                        skip(item, item.id if reason.whole_input else clip.id, reason)
-                        if reason.whole_input:
-                            break
-                        continue
-                    if builder.encoders[0].truncates(row["caption"]):
-                        truncated.append(clip.id)
-                    buckets[bucket_key(row["num_frames"], row["height"], row["width"])] += 1
-                    started = time.perf_counter()
-                    if writer is None:
-                        writer = ParquetWriter(
-                            features=features, path=str(tmp_path), writer_batch_size=WRITER_BATCH_SIZE
-                        )
-                    writer.write(features.encode_example(row))
-                    builder.timings["write"] += time.perf_counter() - started
-                bar.update(1)
+                if isinstance(outcome, SkipInput):
+                    skipped.append({"id": item_id, "file_name": item.file_name, "reason": str(outcome)})
+                    shown = item_id if item_id != item.id else item.file_name or item.id
+                    logger.warning("skipping %s: %s", shown, outcome)
+                    continue
+                row = outcome
+                if builder.encoders[0].truncates(row["caption"]):
+                    truncated.append(item_id)
+                buckets[bucket_key(row["num_frames"], row["height"], row["width"])] += 1
+                started = time.perf_counter()
+                if writer is None:
+                    writer = ParquetWriter(features=features, path=str(tmp_path), writer_batch_size=WRITER_BATCH_SIZE)
+                writer.write(features.encode_example(row))
+                builder.timings["write"] += time.perf_counter() - started
             rows, num_bytes = 0, 0
             if writer is not None:
                 started = time.perf_counter()
@@ -173,6 +183,59 @@ class LatentFolderWriter:
         return ChunkResult(
             index, shard, rows, num_bytes, file_bytes, skipped, truncated, dict(sorted(buckets.items()))
         )
+
+    def _planned(self, chunk: list[VideoInput]) -> Iterator[tuple[VideoInput, InputPlan | SkipInput]]:
+        """Each input of ``chunk`` with its plan (or why it has none), planned and caption-encoded
+        ``text_batch_size`` inputs at a time."""
+        builder, inputs = self.builder, iter(chunk)
+        while batch := list(islice(inputs, builder.config.text_batch_size)):
+            planned = []
+            for item in batch:
+                try:
+                    planned.append((item, builder.plan_input(item)))
+                except SkipInput as reason:
+                    planned.append((item, reason))
+            builder.encode_captions([plan for _, plan in planned if isinstance(plan, InputPlan)])
+            yield from planned
+
+    def _chunk_rows(
+        self, chunk: list[VideoInput], decoder: DecodeWorkers | None
+    ) -> Iterator[tuple[VideoInput, str, dict[str, Any] | SkipInput | None]]:
+        """In listing order, per input: ``(item, clip id, row)`` per row, ``(item, id, SkipInput)`` per skip (the
+        input's id when the reason holds for all its clips), then ``(item, item.id, None)`` once it is done."""
+        builder = self.builder
+        given_up: set[int] = set()  # id() of the plans whose remaining clips are not to be decoded
+
+        def clip_jobs():
+            for item, plan in self._planned(chunk):
+                if isinstance(plan, InputPlan):
+                    for clip in plan.clips:
+                        if id(plan) in given_up:
+                            break
+                        yield (item, plan, clip), builder.pixel_job(plan, clip)
+                yield (item, plan, None), None  # the input is done
+
+        if decoder is None:  # today's path: each clip decoded in this process just before it is encoded
+            decoded = ((key, None if job is None else decode_pixels(job)) for key, job in clip_jobs())
+        else:
+            decoded = decoder.imap(clip_jobs())
+        for (item, plan, clip), pixels in decoded:
+            if clip is None:
+                if isinstance(plan, SkipInput):
+                    yield item, item.id, plan
+                given_up.discard(id(plan))
+                yield item, item.id, None
+                continue
+            if id(plan) in given_up:
+                continue  # decoded ahead before its input was given up
+            try:
+                row = builder.encode_pixels(plan, clip, builder.check_decoded(pixels))
+            except SkipInput as reason:
+                yield item, item.id if reason.whole_input else clip.id, reason
+                if reason.whole_input:
+                    given_up.add(id(plan))
+                continue
+            yield item, clip.id, row
 
     def _finalize(self, progress: ShardProgress, manifest: dict[str, Any], summary: WriteSummary, repo_id) -> None:
         results = progress.results()
