@@ -29,7 +29,13 @@ with every run's measurements.
 (default 1,000,000) as an HF dataset in Parquet with a path column and as a merged folder's
 ``videos2caption.json``, each in a fresh process, the time and peak RSS to do what every preprocessing process
 does before encoding: open the source, plan its chunks, count them, digest the whole listing for the manifest and
-build the first and last chunk. Goal: under 30 s and under 1 GiB each. The listed files do not exist (a million
+build the first and last chunk. Goal: under 30 s and under 1 GiB each.
+
+``--overlap`` measures decoding ahead of the encoders (issue 10, section 5): N videos encoded with the encoders
+held to one torch thread, once decoding in-process (``--num_workers 0``: decode and encode one after the other)
+and once with one decode worker. From the in-process run, ``decode`` (decode, sample, resize) and ``encode`` (text
++ VAE + write) seconds; the worker run's wall time is compared with ``decode + encode`` and with ``encode`` alone.
+Goal: wall <= 1.1 x max(decode, encode), i.e. decoding hidden. The listed files do not exist (a million
 files would measure the file system): a merged folder's entry then costs two failed ``stat`` calls instead of one
 successful one, so its time is an upper bound.
 """
@@ -58,7 +64,9 @@ MIB = 1024 * 1024
 LISTING_SECONDS_GOAL = 30.0  # to list and plan --listing_rows inputs, per source kind
 LISTING_RSS_GOAL_MIB = 1024.0
 LISTING_KINDS = ("hf_parquet", "merged_json")
-RUN_FLAGS = ("height", "width", "num_frames", "fps", "samples_per_file")  # passed on to each measured run
+# passed on to each measured run
+RUN_FLAGS = ("height", "width", "num_frames", "fps", "samples_per_file", "num_workers", "torch_threads")
+OVERLAP_GOAL = 1.10  # wall with one decode worker <= 1.1 x max(decode, encode): decoding hidden behind encoding
 
 
 def model_dir(work_dir: Path) -> Path:
@@ -86,6 +94,10 @@ def run_child(args: argparse.Namespace) -> None:
     from fastvideo_hf.preprocess.builder import WanLatents
 
     num_videos = args._child
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     builder = WanLatents(
         task="t2v",
         pretrained_model_name_or_path=str(model_dir(args.work_dir)),
@@ -95,6 +107,7 @@ def run_child(args: argparse.Namespace) -> None:
         num_frames=args.num_frames,
         fps=args.fps,
         samples_per_file=args.samples_per_file,
+        num_workers=args.num_workers,
         cache_dir=str(args.work_dir / "datasets_cache"),  # the builder's lock files stay in the work folder
     )
     started = time.perf_counter()
@@ -104,16 +117,16 @@ def run_child(args: argparse.Namespace) -> None:
     # Per video: its encode time (the median shrugs off stalls of a shared machine) and the current RSS after it
     # (a rising trace shows memory held across videos).
     process, seconds_per_video, rss_after_video = psutil.Process(), [], []
-    encode_clip = builder.encode_clip  # one clip per demo video at these settings
+    encode_pixels = builder.encode_pixels  # one clip per demo video at these settings; decoding is timed apart
 
-    def encode_and_record(plan: Any, clip: Any) -> dict[str, Any]:
+    def encode_and_record(plan: Any, clip: Any, decoded: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        row = encode_clip(plan, clip)
+        row = encode_pixels(plan, clip, decoded)
         seconds_per_video.append(time.perf_counter() - started)
         rss_after_video.append(process.memory_info().rss / MIB)
         return row
 
-    builder.encode_clip = encode_and_record
+    builder.encode_pixels = encode_and_record
     started = time.perf_counter()
     summary = builder.write_to_folder(latents_dir(args.work_dir, num_videos))
     wall = time.perf_counter() - started
@@ -127,6 +140,7 @@ def run_child(args: argparse.Namespace) -> None:
         "wall_seconds": wall,
         "videos_per_second": num_videos / wall,
         "seconds": {stage: summary.seconds.get(stage, 0.0) for stage in STAGES},
+        "decode_wait_seconds": summary.seconds.get("decode_wait", 0.0),
         "encode_seconds_per_video": seconds_per_video,
         "median_encode_seconds": statistics.median(seconds_per_video),
         "rss_after_video_mib": rss_after_video,
@@ -361,6 +375,43 @@ def listing_main(args: argparse.Namespace) -> int:
     return 0 if all(run["verdict"] == "PASS" for run in runs) else 1
 
 
+def overlap_main(args: argparse.Namespace) -> int:
+    """Decode ahead of the encoders: one decode worker against in-process decoding, encoders on one thread."""
+    prepare_inputs(args.work_dir, [args.num_videos])
+    args.torch_threads = 1
+    args.num_workers = 0
+    in_process = measure(args, args.num_videos, 0)
+    args.num_workers = 1
+    workers = measure(args, args.num_videos, 0)
+    seconds = in_process["seconds"]
+    decode = seconds["decode"]
+    encode = seconds["text_encode"] + seconds["vae_encode"] + seconds["write"]
+    wall = workers["wall_seconds"]
+    ratio = wall / max(decode, encode)
+    verdict = "PASS" if ratio <= OVERLAP_GOAL else "FAIL"
+    size = f"{args.num_frames}x{args.height}x{args.width} at {args.fps:g} fps"
+    print(f"## decode ahead of the encoders ({args.num_videos} videos, {size}, tiny Wan, encoders on 1 thread)\n")
+    print("| run | wall s | decode s | encode s | main waited on decode s |")
+    print("|---|---:|---:|---:|---:|")
+    for name, run in (("--num_workers 0 (in-process)", in_process), ("--num_workers 1", workers)):
+        run_seconds = run["seconds"]
+        run_encode = run_seconds["text_encode"] + run_seconds["vae_encode"] + run_seconds["write"]
+        waited = run["decode_wait_seconds"] if run is workers else run_seconds["decode"]
+        wall_seconds, decode_seconds = run["wall_seconds"], run_seconds["decode"]
+        print(f"| {name} | {wall_seconds:.2f} | {decode_seconds:.2f} | {run_encode:.2f} | {waited:.2f} |")
+    print(
+        f"\nwall with 1 worker {wall:.2f} s; in-process decode + encode {decode + encode:.2f} s "
+        f"(wall / that = {wall / (decode + encode):.3f}); encode alone {encode:.2f} s (wall / that = "
+        f"{wall / encode:.3f}); wall / max(decode, encode) = {ratio:.3f} -> {verdict} (goal <= {OVERLAP_GOAL:.2f})"
+    )
+    report = {"in_process": in_process, "workers": workers, "ratio": ratio, "verdict": verdict}
+    output = args.output_json.with_name("preprocess_overlap.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -391,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--fps", type=float, default=32.0, help="Sampling fps; with 33 frames, 32 keeps every demo clip long enough."
     )
     parser.add_argument("--samples_per_file", type=int, default=4, help="Inputs per Parquet shard.")
+    parser.add_argument(
+        "--num_workers", type=int, default=0, help="Decode workers of each run (0: in-process, as before)."
+    )
+    parser.add_argument("--torch_threads", type=int, default=0, help="torch threads of each run (0: torch's default).")
+    parser.add_argument(
+        "--overlap", action="store_true", help="Measure decoding in one worker against in-process decoding instead."
+    )
     parser.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)  # internal: one measured run
     parser.add_argument(
         "--listing", action="store_true", help="Measure listing and planning --listing_rows inputs instead."
@@ -412,6 +470,8 @@ def main() -> int:
         return 0
     if args.listing:
         return listing_main(args)
+    if args.overlap:
+        return overlap_main(args)
     if 4 * args.num_videos <= GROWTH_FROM_VIDEO:
         parser.error(f"--num_videos must be above {GROWTH_FROM_VIDEO // 4} so that 4N exceeds {GROWTH_FROM_VIDEO}")
     if args.repeats < 1:
