@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from datasets import load_dataset
@@ -53,3 +54,23 @@ def rows_by_id(dataset_dir):
     rows of an earlier run's ``out``); the shards as Parquet files are keyed by path and modification time."""
     shards = sorted(str(path) for path in (dataset_dir / "data").glob("*.parquet"))
     return {row["id"]: row for row in load_dataset("parquet", data_files=shards, split="train")}
+
+
+def slow_preprocess_command(model_dir, data_dir, output_dir, *extra) -> list[str]:
+    """``python -m fastvideo_hf.preprocess`` with one input per shard at a size slow enough to kill mid-run."""
+    settings = {**PREPROCESS_SETTINGS, "height": 128, "width": 192}
+    command = [sys.executable, "-m", "fastvideo_hf.preprocess", "--pretrained_model_name_or_path", str(model_dir)]
+    command += ["--data_dir", str(data_dir), "--output_dir", str(output_dir), "--samples_per_file", "1", *extra]
+    for key, value in settings.items():
+        command += [f"--{key}", str(value)]
+    return command
+
+
+def start_and_wait_for(command: list[str], path: Path, timeout: float = 120) -> subprocess.Popen:
+    """Start ``command`` and return as soon as ``path`` exists, with the process still running."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None and time.time() < deadline, "the process ended before it could be killed"
+        time.sleep(0.02)
+    return process

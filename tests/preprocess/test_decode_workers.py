@@ -5,8 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import psutil
 import pytest
@@ -16,7 +14,13 @@ from fastvideo_hf.preprocess import decode_workers
 from fastvideo_hf.preprocess.encoders import WanPromptEncoder
 from fastvideo_hf.schema import columns_to_tensor
 
-from ..helpers import NUM_DEMO_VIDEOS, PREPROCESS_SETTINGS, make_builder, rows_by_id
+from ..helpers import (
+    NUM_DEMO_VIDEOS,
+    make_builder,
+    rows_by_id,
+    slow_preprocess_command,
+    start_and_wait_for,
+)
 
 CRASHING_FILE = "clip_0002.mp4"
 
@@ -88,17 +92,8 @@ def test_kill_9_with_a_decode_worker_then_rerun_gives_every_row_once_and_leaves_
     tmp_path, tiny_model_dir, demo_dir
 ):
     output = tmp_path / "out"
-    settings = {**PREPROCESS_SETTINGS, "height": 128, "width": 192}  # slow enough to kill mid-run
-    command = [sys.executable, "-m", "fastvideo_hf.preprocess", "--pretrained_model_name_or_path", str(tiny_model_dir)]
-    command += ["--data_dir", str(demo_dir), "--output_dir", str(output), "--samples_per_file", "1"]
-    command += ["--num_workers", "1"]
-    for key, value in settings.items():
-        command += [f"--{key}", str(value)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (output / ".progress" / "chunk-00002.json").exists():
-        assert process.poll() is None and time.time() < deadline, "preprocessing ended before it could be killed"
-        time.sleep(0.02)
+    command = slow_preprocess_command(tiny_model_dir, demo_dir, output, "--num_workers", "1")
+    process = start_and_wait_for(command, output / ".progress" / "chunk-00002.json")
     helpers = psutil.Process(process.pid).children(recursive=True)  # the forkserver and the decode worker
     os.kill(process.pid, signal.SIGKILL)
     process.wait()

@@ -4,15 +4,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 from datasets import load_dataset
 
 from fastvideo_hf.schema import columns_to_tensor
 
-from ..helpers import NUM_DEMO_VIDEOS, PREPROCESS_SETTINGS, make_builder
+from ..helpers import NUM_DEMO_VIDEOS, make_builder, slow_preprocess_command, start_and_wait_for
 
 
 def rows_of(dataset_dir):
@@ -76,16 +74,8 @@ def test_resume_with_different_settings_is_refused(tmp_path, tiny_model_dir, dem
 def test_kill_9_mid_run_then_rerun_gives_every_row_once(tmp_path, tiny_model_dir, demo_dir):
     output = tmp_path / "out"
     # One input per shard and a slower size, so the kill lands while shards are still being written.
-    settings = {**PREPROCESS_SETTINGS, "height": 128, "width": 192}
-    command = [sys.executable, "-m", "fastvideo_hf.preprocess", "--pretrained_model_name_or_path", str(tiny_model_dir)]
-    command += ["--data_dir", str(demo_dir), "--output_dir", str(output), "--samples_per_file", "1"]
-    for key, value in settings.items():
-        command += [f"--{key}", str(value)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (output / ".progress" / "chunk-00002.json").exists():
-        assert process.poll() is None and time.time() < deadline, "preprocessing ended before it could be killed"
-        time.sleep(0.02)
+    command = slow_preprocess_command(tiny_model_dir, demo_dir, output)
+    process = start_and_wait_for(command, output / ".progress" / "chunk-00002.json")
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     markers = list((output / ".progress").glob("chunk-*.json"))
