@@ -2,7 +2,7 @@
 
 It reads like any ``datasets`` builder: ``WanLatentsConfig`` holds the knobs, ``_info`` declares the features
 (from ``schema``), ``_split_generators`` lists the inputs and cuts them into shard-sized chunks, and
-``_generate_examples`` yields ``(id, row)``; ``encode_input`` makes the row of one input. ``write_to_folder``
+``_generate_examples`` yields ``(id, row)`` for every clip of every input. ``write_to_folder``
 hands the builder to ``writer.LatentFolderWriter``, which checks every setting it can before any weight is
 loaded and writes resumable, rank-sharded Parquet shards, ``skipped.jsonl`` and the dataset card: a folder that
 plain ``load_dataset`` reads and that can be pushed to the Hub as is.
@@ -491,11 +491,6 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         if config.extracts_clips:
             row[CLIP_START_COLUMN] = float(clip.start)
         return row
-
-    def encode_input(self, item: VideoInput) -> dict[str, Any]:
-        """The Parquet row of an input's first clip (its only one in a head run), or ``SkipInput``."""
-        plan = self.plan_input(item)
-        return self.encode_clip(plan, plan.clips[0])
 
     # -- checks and writing a Hub-ready folder ------------------------------------------------------------
 

@@ -64,11 +64,6 @@ def is_image_file(name: str) -> bool:
     return extension(name) in IMAGE_EXTENSIONS
 
 
-def may_be_animated(name: str) -> bool:
-    """Whether a file of this name may hold several frames (GIF, WebP), so ``is_animated`` is worth asking."""
-    return extension(name) in MAYBE_ANIMATED_EXTENSIONS
-
-
 def is_animated(source: ImageSource) -> bool:
     """Whether ``source`` is an image file with more than one frame (an animated GIF or WebP): a video.
 
