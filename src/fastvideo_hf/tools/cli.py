@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build_generate_parser(generate).set_defaults(run=_generate)
 
+    from .vsa_export import build_parser as build_export_vsa_parser
+    from .vsa_export import run_export
+
+    export_vsa = commands.add_parser(
+        "export-vsa", help="Rewrite a VSA full finetune with FastVideo's gate key names (or back to ours)."
+    )
+    build_export_vsa_parser(export_vsa).set_defaults(run=run_export)
+
     plot = commands.add_parser("plot-loss", help="Plot training loss curves from tensorboard logs.")
     plot.add_argument("runs", nargs="+", help="Log folders (OUT/logs), optionally as name=folder.")
     plot.add_argument("--output", required=True, help="PNG file to write.")

@@ -1,12 +1,15 @@
 """``fastvideo-hf generate``: a video from a Wan pipeline plus what training produced (LoRA or transformer).
 
 It is the stock diffusers path users will run (``WanPipeline.from_pretrained`` + ``load_lora_weights``), kept
-as a command so the demo and a quick look at a checkpoint need no script.
+as a command so the demo and a quick look at a checkpoint need no script. It also runs VSA checkpoints, ours and
+FastVideo's (whose gate weights ``from_pretrained`` drops): the sparsity comes from ``--vsa_sparsity`` or else
+from the ``vsa_config.json`` beside the weights, and the gates are loaded in either key naming.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +48,70 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--vsa_sparsity",
         type=float,
         default=None,
-        help="Run with Video Sparse Attention at this sparsity (use it for VSA-finetuned weights, e.g. 0.9).",
+        help="Run with Video Sparse Attention at this sparsity (e.g. 0.9). Without it, the sparsity of a "
+        "vsa_config.json beside the weights (the transformer/ of --transformer or of the base, or the --lora folder) "
+        "is used, and with neither the attention is dense.",
     )
     parser.add_argument(
         "--vsa_backend", default="auto", choices=["auto", "torch", "flex", "kernel"], help="VSA implementation."
     )
+    parser.add_argument(
+        "--dmd_timesteps",
+        default=None,
+        help="Sample as FastVideo's DMD-distilled models (FastWan) expect, e.g. 1000,757,522: at each of these "
+        "timesteps predict the clean video and re-noise it to the next one (no guidance). Replaces the scheduler "
+        "and --num_inference_steps.",
+    )
     return parser
+
+
+def dmd_scheduler(timesteps: list[int], num_train_timesteps: int = 1000):
+    """FastVideo's DMD sampling as a stock diffusers scheduler, for ``WanPipeline``.
+
+    FastVideo's DMD stage predicts x0 = x_t - sigma_t * v at each of its fixed timesteps and adds fresh noise to
+    reach the next one, with sigma_t = t / 1000 (the nearest point of its shifted grid). That is
+    ``FlowMatchEulerDiscreteScheduler`` with ``stochastic_sampling`` and those sigmas unshifted; ``WanPipeline``
+    asks only for a step count, so the sigmas are bound to ``set_timesteps``.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=num_train_timesteps, shift=1.0, stochastic_sampling=True
+    )
+    sigmas = [timestep / num_train_timesteps for timestep in timesteps]
+    scheduler.set_timesteps = functools.partial(scheduler.set_timesteps, sigmas=sigmas)
+    return scheduler
+
+
+def _local_transformer_folder(name_or_path: str | None) -> Path | None:
+    """``PATH/transformer`` when ``name_or_path`` is a local pipeline folder (a Hub id has no files here yet)."""
+    if name_or_path is None or not (Path(name_or_path) / "transformer").is_dir():
+        return None
+    return Path(name_or_path) / "transformer"
+
+
+def vsa_settings(args: argparse.Namespace) -> tuple[float | None, str, Path | None]:
+    """The VSA sparsity to run at, where it came from, and the folder to load gate weights from (or None).
+
+    The gates come from ``--transformer``'s ``transformer/`` (which must hold them), else from the base
+    pipeline's own ``transformer/`` when it holds some (a FastVideo VSA model used as the base). The sparsity is
+    ``--vsa_sparsity``, else that of the first ``vsa_config.json`` found beside those weights or the LoRA.
+    """
+    from ..vsa import read_vsa_config, vsa_gate_naming
+
+    if args.transformer:
+        gates_folder = Path(args.transformer) / "transformer"
+    else:
+        base = _local_transformer_folder(args.pretrained_model_name_or_path)
+        gates_folder = base if base is not None and vsa_gate_naming(base) else None
+    if args.vsa_sparsity is not None:
+        return args.vsa_sparsity, "--vsa_sparsity", gates_folder
+    weights_folder = gates_folder or _local_transformer_folder(args.pretrained_model_name_or_path)
+    for folder in (weights_folder, Path(args.lora) if args.lora else None):
+        config = read_vsa_config(folder) if folder is not None else None
+        if config is not None:
+            return config["sparsity"], str(folder / "vsa_config.json"), gates_folder
+    return None, "no --vsa_sparsity and no vsa_config.json", gates_folder
 
 
 def generate(args: argparse.Namespace) -> Path:
@@ -63,12 +124,22 @@ def generate(args: argparse.Namespace) -> Path:
             args.transformer, subfolder="transformer", torch_dtype=dtype
         )
     pipe = WanPipeline.from_pretrained(args.pretrained_model_name_or_path, torch_dtype=dtype, **components)
-    if args.vsa_sparsity is not None:
-        from ..vsa import enable_vsa, load_vsa_gates
+    sparsity, source, gates_folder = vsa_settings(args)
+    if sparsity is None:
+        print(f"dense attention ({source})")
+    else:
+        from ..vsa import enable_vsa, load_vsa_gates, vsa_gate_naming
 
-        enable_vsa(pipe.transformer, sparsity=args.vsa_sparsity, backend=args.vsa_backend)
-        if args.transformer:
-            load_vsa_gates(pipe.transformer, Path(args.transformer) / "transformer")
+        enable_vsa(pipe.transformer, sparsity=sparsity, backend=args.vsa_backend)
+        print(f"VSA sparsity {sparsity} (from {source})")
+        if gates_folder is not None:
+            count = load_vsa_gates(pipe.transformer, gates_folder)
+            print(f"VSA gates: {count} tensors with {vsa_gate_naming(gates_folder)} names from {gates_folder}")
+    steps, guidance_scale = args.num_inference_steps, args.guidance_scale
+    if args.dmd_timesteps:
+        timesteps = [int(step) for step in args.dmd_timesteps.split(",")]
+        pipe.scheduler, steps, guidance_scale = dmd_scheduler(timesteps), len(timesteps), 1.0
+        torch.manual_seed(args.seed)  # the re-noising draws from the global generator: WanPipeline passes none
     if args.lora:  # after enable_vsa: a VSA LoRA also adapts the to_gate_compress projections
         pipe.load_lora_weights(args.lora)
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
@@ -78,8 +149,8 @@ def generate(args: argparse.Namespace) -> Path:
         height=args.height,
         width=args.width,
         num_frames=args.num_frames,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
         generator=torch.Generator("cpu").manual_seed(args.seed),
         output_type="np",
     ).frames[0]

@@ -1,10 +1,12 @@
 """Video Sparse Attention (VSA, arXiv 2505.13389) for diffusers' ``WanTransformer3DModel``.
 
 ``enable_vsa(transformer, sparsity=0.9)`` installs ``WanVSAAttnProcessor`` on every self-attention (``attn1``)
-and adds the zero-initialised ``to_gate_compress`` projection; cross-attention stays dense.
+and adds the zero-initialised ``to_gate_compress`` projection; cross-attention stays dense. ``load_vsa_gates``
+reloads saved gates, in our key names or FastVideo's (``checkpoints``).
 """
 
-from .processor import VSAContext, WanVSAAttnProcessor, enable_vsa, load_vsa_gates, vsa_context
+from .checkpoints import load_vsa_gates, read_vsa_config, rename_gate_keys, vsa_gate_naming
+from .processor import VSAContext, WanVSAAttnProcessor, enable_vsa, vsa_context
 from .schedule import vsa_sparsity_at_step
 
 __all__ = [
@@ -12,6 +14,9 @@ __all__ = [
     "WanVSAAttnProcessor",
     "enable_vsa",
     "load_vsa_gates",
+    "read_vsa_config",
+    "rename_gate_keys",
     "vsa_context",
+    "vsa_gate_naming",
     "vsa_sparsity_at_step",
 ]

@@ -13,17 +13,13 @@ forward pre-hook on the transformer records (frames, height, width) after patchi
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from .attention import BACKENDS, vsa_attention
 from .tiling import tile_layout
-
-logger = logging.getLogger(__name__)
 
 GATE_MODULE = "to_gate_compress"
 
@@ -119,24 +115,3 @@ def enable_vsa(transformer, sparsity: float = 0.9, backend: str = "auto") -> VSA
 def vsa_context(transformer) -> VSAContext | None:
     """The VSA context of a transformer, or None if VSA is not installed."""
     return getattr(transformer, "_vsa_context", None)
-
-
-def load_vsa_gates(transformer, folder: str | Path) -> int:
-    """Load the ``to_gate_compress`` weights saved in ``folder`` (``*.safetensors``) into a VSA transformer.
-
-    ``WanTransformer3DModel.from_pretrained`` drops them as unexpected keys, so a VSA finetune is reloaded as::
-
-        transformer = WanTransformer3DModel.from_pretrained(OUT, subfolder="transformer")
-        enable_vsa(transformer, sparsity=0.9)
-        load_vsa_gates(transformer, f"{OUT}/transformer")
-    """
-    from ..safetensors_io import read_safetensors_folder
-
-    if vsa_context(transformer) is None:
-        raise ValueError("call enable_vsa(transformer) before load_vsa_gates")
-    gates = {key: value for key, value in read_safetensors_folder(folder).items() if f".{GATE_MODULE}." in key}
-    expected = {name for name, _ in transformer.named_parameters() if f".{GATE_MODULE}." in name}
-    if set(gates) != expected:
-        raise ValueError(f"{folder} holds {len(gates)} VSA gate tensors, the transformer has {len(expected)}")
-    transformer.load_state_dict(gates, strict=False)
-    return len(gates)
