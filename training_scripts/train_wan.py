@@ -22,6 +22,12 @@ from tqdm.auto import tqdm
 from fastvideo_hf.model_spec import WanModelSpec
 from fastvideo_hf.training.args import build_training_parser, validate_training_args
 from fastvideo_hf.training.checkpoint_hooks import register_full_finetune_hooks, save_full_outputs
+from fastvideo_hf.training.context_parallel import (
+    check_context_parallel_args,
+    check_token_counts,
+    enable_context_parallel,
+    parallel_layout,
+)
 from fastvideo_hf.training.experts import expert_modules
 from fastvideo_hf.training.hub import push_training_output
 from fastvideo_hf.training.memory_savers import check_memory_saver_args
@@ -47,7 +53,7 @@ from fastvideo_hf.training.stages import (
     update_vsa_sparsity,
     weight_dtype_for,
 )
-from fastvideo_hf.training.validation import latest_validation_videos, run_validation
+from fastvideo_hf.training.validation import latest_validation_videos, run_validation, validation_entries
 
 logger = get_logger(__name__)
 
@@ -57,6 +63,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     validate_training_args(args)
     check_memory_saver_args(args, lora=False)  # fp8 storage and CPU offload are for frozen weights: refused here
+    check_context_parallel_args(args)
     return args
 
 
@@ -83,12 +90,17 @@ def main(args):
         for expert in expert_modules(transformer).values():
             expert.enable_gradient_checkpointing()
     register_full_finetune_hooks(accelerator, slot)
+    # --context_parallel_*: each sample's tokens sharded over a group of processes (diffusers' hooks)
+    layout = parallel_layout(args, accelerator.num_processes, accelerator.process_index)
+    enable_context_parallel(transformer, layout, accelerator.device)
 
     trained_parameters = list(transformer.parameters())
     optimizer = create_optimizer(trained_parameters, args)
     with accelerator.main_process_first():  # one process builds the datasets cache, the others reuse it
         dataset, fingerprint = load_checked_latent_dataset(args, spec)
-    dataloader, batch_sampler = create_dataloader(dataset, args, accelerator.num_processes)
+    # every sequence must split evenly over a context-parallel group: refused now, not hours in
+    check_token_counts(transformer, dataset.shapes, validation_entries(args, dataset.task), spec, layout)
+    dataloader, batch_sampler = create_dataloader(dataset, args, layout)
     max_train_steps, num_train_epochs = training_length(args, len(batch_sampler))
     # Global batches are split across processes, so the prepared scheduler steps once per optimizer step
     # (diffusers' examples multiply by num_processes because their batches are per process).
@@ -103,13 +115,15 @@ def main(args):
     )
 
     # What a resume must find unchanged (data order, what a step is, the adapter's shape); recorded per checkpoint
-    settings = run_settings(args, "full", accelerator.num_processes, fingerprint, len(dataset), None)
+    settings = run_settings(
+        args, "full", accelerator.num_processes, fingerprint, len(dataset), None, layout.data_parallel_size
+    )
     state, settings = resume_state(accelerator, args, settings)
     complete = run_is_complete(state, max_train_steps)  # a re-run of a finished run changes no weight
     flow_config = flow_matching_config(args, spec)  # an expert's sigmas stay on its side of the boundary
     logger.info(
         f"{len(dataset)} clips, {len(batch_sampler)} global batches of {args.train_batch_size} x "
-        f"{accelerator.num_processes} per epoch; {max_train_steps} steps from step {state.global_step}"
+        f"{layout.data_parallel_size} per epoch; {max_train_steps} steps from step {state.global_step}"
     )
     progress = tqdm(
         total=max_train_steps, initial=state.global_step, desc="Steps", disable=not accelerator.is_local_main_process
@@ -125,9 +139,9 @@ def main(args):
             sparsity = update_vsa_sparsity(vsa, args, state.global_step)
             with accelerator.accumulate(transformer):
                 where = StepInputs(args.seed, state.global_step, micro_step)
-                first = accelerator.process_index * args.train_batch_size
+                first = layout.first_position(args.train_batch_size)  # one context-parallel group: same rows
                 loss = compute_loss(transformer, batch, flow_config, where, first, weight_dtype, spec)
-                accelerator.backward(loss)
+                accelerator.backward(loss * layout.loss_scale)
                 grad_norm = None
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     grad_norm = accelerator.clip_grad_norm_(trained_parameters, args.max_grad_norm)

@@ -25,6 +25,7 @@ class WanModelSpec:
     boundary_ratio: float | None  # Wan2.2 A14B: timesteps >= ratio * 1000 go to the high-noise expert
     latent_channels: int
     vae_scale_factor_temporal: int
+    vae_scale_factor_spatial: int
     latents_mean: list[float]
     latents_std: list[float]
 
@@ -45,6 +46,7 @@ class WanModelSpec:
             boundary_ratio=index.get("boundary_ratio"),
             latent_channels=vae["z_dim"],
             vae_scale_factor_temporal=vae.get("scale_factor_temporal") or 4,
+            vae_scale_factor_spatial=vae.get("scale_factor_spatial") or 8,
             latents_mean=vae["latents_mean"],
             latents_std=vae["latents_std"],
         )

@@ -188,6 +188,24 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
         "(needs CUDA; block_level then moves one block at a time).",
     )
 
+    parallel = parser.add_argument_group("context parallelism (one sample's tokens over several GPUs)")
+    parallel.add_argument(
+        "--context_parallel_ulysses",
+        type=int,
+        default=1,
+        help="Processes that share one sample's token sequence through Ulysses' all-to-all (diffusers' "
+        "ContextParallelConfig): each holds 1/N of the tokens outside attention and all tokens for 1/N of the heads "
+        "inside it. Must divide the attention heads (12 for Wan 1.3B, 40 for 14B) and the processes of the run; the "
+        "other processes split the data. Works with --attention_backend vsa.",
+    )
+    parallel.add_argument(
+        "--context_parallel_ring",
+        type=int,
+        default=1,
+        help="Processes that share one sample's token sequence through ring attention (keys and values passed "
+        "around the group); multiplies with --context_parallel_ulysses. Not with --attention_backend vsa.",
+    )
+
     if lora:
         adapter = parser.add_argument_group("LoRA")
         adapter.add_argument("--rank", type=int, default=32, help="LoRA rank.")

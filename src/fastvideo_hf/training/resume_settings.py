@@ -80,8 +80,13 @@ def run_settings(
     dataset_fingerprint: str,
     num_rows: int,
     lora_targets: list[str] | None = None,
+    data_parallel_size: int | None = None,
 ) -> dict[str, Any]:
-    """What this run's checkpoints record. Only named settings: never the token or anything else secret."""
+    """What this run's checkpoints record. Only named settings: never the token or anything else secret.
+
+    ``data_parallel_size`` is the number of distinct per-process batches (fewer than the processes under context
+    parallelism, whose groups share one); the global batch counts distinct rows, so a resume may change the
+    context-parallel layout when the data-parallel size stays."""
     settings = {flag: getattr(args, flag, None) for flag in (*FIXED_FLAGS, *CHECKPOINT_WINS)}
     if getattr(args, "attention_backend", None) == "vsa":
         settings.update({flag: getattr(args, flag) for flag in VSA_FLAGS})
@@ -91,7 +96,7 @@ def run_settings(
         "lora_target_modules": sorted(lora_targets) if lora_targets is not None else None,
         "train_batch_size": args.train_batch_size,
         "num_processes": num_processes,
-        "global_batch_size": args.train_batch_size * num_processes,
+        "global_batch_size": args.train_batch_size * (data_parallel_size or num_processes),
         "dataset_name": args.dataset_name,
         "dataset_fingerprint": dataset_fingerprint,
         "dataset_rows": num_rows,

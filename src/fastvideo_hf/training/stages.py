@@ -38,6 +38,7 @@ from .checkpointing import (
     resolve_resume_checkpoint,
     staging_dir,
 )
+from .context_parallel import ContextParallelBatchSampler, ParallelLayout
 from .dataset_checks import check_dataset_matches_model
 from .experts import SLOTS, WanExperts, expert_modules
 from .flow_matching import (
@@ -178,10 +179,15 @@ def load_checked_latent_dataset(args: argparse.Namespace, spec: WanModelSpec) ->
 
 
 def create_dataloader(
-    dataset: LatentDataset, args: argparse.Namespace, num_processes: int
-) -> tuple[DataLoader, SameShapeBatchSampler]:
-    """A dataloader of global batches (``train_batch_size`` per process) of equal latent shape."""
-    batch_sampler = SameShapeBatchSampler(dataset.shapes, args.train_batch_size * num_processes, seed=args.seed)
+    dataset: LatentDataset, args: argparse.Namespace, layout: ParallelLayout
+) -> tuple[DataLoader, SameShapeBatchSampler | ContextParallelBatchSampler]:
+    """A dataloader of global batches (``train_batch_size`` per process) of equal latent shape; under context
+    parallelism each data-parallel slice is repeated for the processes of its group."""
+    batch_sampler = SameShapeBatchSampler(
+        dataset.shapes, args.train_batch_size * layout.data_parallel_size, seed=args.seed
+    )
+    if layout.enabled:
+        batch_sampler = ContextParallelBatchSampler(batch_sampler, args.train_batch_size, layout.degree)
     dataloader = DataLoader(
         dataset,
         batch_sampler=batch_sampler,

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..video_writer import write_mp4
 from ..vsa import vsa_context
+from .context_parallel import is_context_parallel
 from .experts import expert_modules
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,24 @@ def log_validation_videos(accelerator, results, step: int, fps: int) -> None:
             tracker.log({"validation": videos}, step=step)
 
 
+def validation_entries(args, task: str = "t2v") -> list[ValidationEntry]:
+    """The entries this run validates on, each with its size (the flags, else the dataset's most common video
+    bucket); image-to-video keeps only entries with an image, text-to-video ignores images."""
+    flags = (args.validation_height, args.validation_width, args.validation_num_frames)
+    height, width, num_frames = validation_size(
+        args, None if None not in flags else _dataset_card(args.dataset_name, getattr(args, "dataset_revision", None))
+    )
+    entries = load_validation_entries(
+        args.validation_file, args.validation_prompt, height, width, num_frames, args.validation_num_inference_steps
+    )
+    if task != "i2v":
+        return [replace(entry, image_path=None) for entry in entries]
+    skipped = [entry.caption for entry in entries if entry.image_path is None]
+    if skipped:
+        logger.warning("image-to-video validation needs image_path; skipping %d entries", len(skipped))
+    return [entry for entry in entries if entry.image_path is not None]
+
+
 def run_validation(
     accelerator, args, transformer, step: int, dtype: torch.dtype, slot: str = "transformer", task: str = "t2v"
 ) -> list[Path]:
@@ -175,30 +194,19 @@ def run_validation(
     ``slot`` is where the trained transformer goes (``transformer_2`` for Wan2.2's low-noise expert); image-to-
     video uses ``WanImageToVideoPipeline`` and the entries' ``image_path``.
 
-    Call it on every process. It runs on the main process only, except with FSDP / DeepSpeed, where the
-    sharded transformer's forward needs every process (they generate together; only the main one writes).
+    Call it on every process. It runs on the main process only, except with FSDP / DeepSpeed or context
+    parallelism, where the transformer's forward needs every process (they generate together; only the main one
+    writes).
     """
     from diffusers import WanImageToVideoPipeline, WanPipeline
 
     from .checkpoint_hooks import SHARDED_TYPES
 
-    if not (accelerator.is_main_process or accelerator.distributed_type in SHARDED_TYPES):
+    sharded = accelerator.distributed_type in SHARDED_TYPES
+    if not (accelerator.is_main_process or sharded or is_context_parallel(accelerator.unwrap_model(transformer))):
         return []
 
-    flags = (args.validation_height, args.validation_width, args.validation_num_frames)
-    height, width, num_frames = validation_size(
-        args, None if None not in flags else _dataset_card(args.dataset_name, getattr(args, "dataset_revision", None))
-    )
-    entries = load_validation_entries(
-        args.validation_file, args.validation_prompt, height, width, num_frames, args.validation_num_inference_steps
-    )
-    if task == "i2v":
-        skipped = [entry.caption for entry in entries if entry.image_path is None]
-        if skipped:
-            logger.warning("image-to-video validation needs image_path; skipping %d entries", len(skipped))
-        entries = [entry for entry in entries if entry.image_path is not None]
-    else:
-        entries = [replace(entry, image_path=None) for entry in entries]  # text-to-video ignores images
+    entries = validation_entries(args, task)
     if not entries:
         return []
     pipeline_class = WanImageToVideoPipeline if task == "i2v" else WanPipeline

@@ -20,6 +20,7 @@ from torch import nn
 
 from .attention import BACKENDS, vsa_attention
 from .tiling import tile_layout
+from .ulysses import gather_sequence, scatter_sequence, ulysses_group
 
 GATE_MODULE = "to_gate_compress"
 
@@ -50,6 +51,8 @@ class WanVSAAttnProcessor:
 
     def __init__(self, context: VSAContext):
         self.context = context
+        # set by diffusers' ``enable_parallelism``: under Ulysses the processor exchanges sequence for heads itself
+        self._parallel_config = None
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         from diffusers.models.transformers.transformer_wan import _get_qkv_projections
@@ -66,8 +69,13 @@ class WanVSAAttnProcessor:
             query = _apply_rotary_emb(query, *rotary_emb)
             key = _apply_rotary_emb(key, *rotary_emb)
         gate = getattr(attn, GATE_MODULE)(hidden_states).unflatten(2, (attn.heads, -1))
+        group = ulysses_group(self._parallel_config)
+        if group is not None:  # whole sequence (complete tiles) for a subset of heads
+            query, key, value, gate = (gather_sequence(tensor, group) for tensor in (query, key, value, gate))
         layout = tile_layout(self.context.grid, query.device)
         hidden_states = vsa_attention(query, key, value, gate, layout, self.context.sparsity, self.context.backend)
+        if group is not None:
+            hidden_states = scatter_sequence(hidden_states, group)
         hidden_states = hidden_states.flatten(2, 3).type_as(query)
         hidden_states = attn.to_out[0](hidden_states)
         return attn.to_out[1](hidden_states)
