@@ -162,7 +162,7 @@ def written_frames(monkeypatch):
 
 def run_generate(tiny_model_dir, frames, output, *flags):
     command = ["generate", "--pretrained_model_name_or_path", str(tiny_model_dir), "--prompt", "A red circle"]
-    command += ["--output", str(output), "--height", "64", "--width", "96", "--num_frames", "17"]
+    command += ["--output", str(output), "--height", "64", "--width", "96", "--num_frames", "9"]
     command += ["--num_inference_steps", "2", "--vsa_backend", "torch", *flags]
     assert cli_main(command) == 0 and output.stat().st_size > 0
     return frames[-1]
@@ -192,14 +192,39 @@ def test_generate_takes_the_sparsity_from_vsa_config_and_loads_fastvideo_gates(
         assert np.abs(from_config.astype(int) - other.astype(int)).max() > 10
 
 
-def test_generate_loads_the_gates_of_a_fastvideo_model_used_as_the_base(tmp_path, tiny_model_dir, trained):
+def test_generate_runs_a_fastvideo_model_folder_as_the_stock_wanpipeline_recipe_does(
+    tmp_path, tiny_model_dir, trained, capsys, written_frames
+):
+    """A published FastWan folder given as the base: its own gates, its vsa_config.json sparsity, DMD sampling."""
     base = tmp_path / "FastWan-tiny"
     shutil.copytree(tiny_model_dir, base, ignore=shutil.ignore_patterns("transformer"))
     write_fastvideo(trained, base, sparsity=SPARSITY)
+    index = json.loads((base / "model_index.json").read_text())
+    (base / "model_index.json").write_text(json.dumps({**index, "_class_name": "WanDMDPipeline"}))  # as FastWan's
     args = build_parser(argparse.ArgumentParser()).parse_args(
         ["--pretrained_model_name_or_path", str(base), "--prompt", "p", "--output", str(tmp_path / "x.mp4")]
     )
     assert vsa_settings(args) == (SPARSITY, str(base / "transformer" / "vsa_config.json"), base / "transformer")
+
+    frames = run_generate(base, written_frames, tmp_path / "fastwan.mp4", "--dmd_timesteps", "1000,757,522")
+    out = capsys.readouterr().out
+    assert f"VSA sparsity {SPARSITY} (from {base / 'transformer' / 'vsa_config.json'})" in out
+    assert "VSA gates: 4 tensors with fastvideo names" in out
+    # the recipe of the README, in plain diffusers: the same frames
+    pipe = WanPipeline.from_pretrained(tiny_model_dir, transformer=trained)
+    pipe.scheduler = dmd_scheduler([1000, 757, 522])
+    torch.manual_seed(0)
+    video = pipe(
+        prompt="A red circle",
+        height=64,
+        width=96,
+        num_frames=9,
+        num_inference_steps=3,
+        guidance_scale=1.0,
+        generator=torch.Generator("cpu").manual_seed(0),
+        output_type="np",
+    ).frames[0]
+    assert np.array_equal(frames, (np.clip(video, 0, 1) * 255).round().astype(np.uint8))
 
 
 def test_dmd_scheduler_runs_fastvideos_timesteps_predicting_x0_and_renoising(tiny_model_dir):
