@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The GPU proof of the fast path in one command (bench/gpu_check.py says what it measures):
+#
+#   bash bench/gpu_check.sh                  # one H100/H200, under 10 minutes; table on stdout, JSON in
+#                                            # bench/results/gpu_check/gpu_check.json
+#   bash bench/gpu_check.sh --dry-run        # the same code at tiny sizes on the CPU (tests/test_gpu_check.py)
+#   bash bench/gpu_check.sh --parts ad       # a subset, e.g. to rerun parts after a failure
+#
+# Safe on a fresh machine: it creates the project's .venv with `make setup` when there is none, and installs
+# fastvideo-kernel into it only when pip finds a wheel for this Python whose requirements this venv already meets
+# (the kernel pins its torch: installing it must not replace ours). Whatever happens to the kernel is passed on and
+# shown in the kernel rows ("not installed (reason)"); the flex and torch backends run regardless. Nothing here
+# needs the Hub: every model is built from its config with random weights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dry_run=0
+for arg in "$@"; do
+    if [[ "$arg" == "--dry-run" ]]; then
+        dry_run=1
+    fi
+done
+export HF_HUB_OFFLINE=1
+# 0.3.x is the API src/fastvideo_hf/vsa/attention.py calls (tile-shaped block_size, variable tile sizes)
+kernel_spec="${KERNEL_SPEC:-fastvideo-kernel>=0.3}"
+
+if [[ ! -x .venv/bin/python ]]; then
+    make setup
+fi
+python=.venv/bin/python
+
+# The last line of a command's output, for a one-line reason.
+last_line() {
+    printf '%s\n' "$1" | grep -v '^\s*$' | tail -n 1 | cut -c1-200
+}
+
+kernel_status() {
+    if [[ $dry_run == 1 ]]; then
+        echo "not installed (dry run)"
+        return
+    fi
+    if ! "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+        echo "not installed (no CUDA device for this venv's torch)"
+        return
+    fi
+    if "$python" -c 'import fastvideo_kernel' 2>/dev/null; then
+        echo "installed (already in .venv)"
+        return
+    fi
+    local report output torch_version
+    report=$(mktemp)
+    # Resolve first: the wheel must exist for this Python and must not bring another torch.
+    if ! output=$("$python" -m pip install --quiet --dry-run --only-binary=:all: --report "$report" "$kernel_spec" 2>&1); then
+        rm -f "$report"
+        echo "not installed (no wheel of $kernel_spec for this Python/platform: $(last_line "$output"))"
+        return
+    fi
+    torch_version=$("$python" -c 'import torch; print(torch.__version__)')
+    local wanted_torch
+    wanted_torch=$("$python" -c '
+import json, sys
+report = json.load(open(sys.argv[1]))
+print(" ".join(item["metadata"]["version"] for item in report["install"] if item["metadata"]["name"] == "torch"))
+' "$report")
+    rm -f "$report"
+    if [[ -n "$wanted_torch" ]]; then
+        echo "not installed (its wheel needs torch $wanted_torch; this venv has torch $torch_version)"
+        return
+    fi
+    if ! output=$("$python" -m pip install --quiet --only-binary=:all: "$kernel_spec" 2>&1); then
+        echo "not installed (pip failed: $(last_line "$output"))"
+        return
+    fi
+    if ! output=$("$python" -c 'import fastvideo_kernel' 2>&1); then
+        "$python" -m pip uninstall --quiet --yes fastvideo-kernel >/dev/null 2>&1 || true
+        echo "not installed (installed but does not import: $(last_line "$output"))"
+        return
+    fi
+    echo "installed ($("$python" -m pip show fastvideo-kernel 2>/dev/null | grep '^Version' | cut -d' ' -f2))"
+}
+
+status=$(kernel_status)
+echo "fastvideo-kernel: $status" >&2
+exec "$python" bench/gpu_check.py --kernel_status "$status" "$@"
