@@ -227,6 +227,13 @@ def test_generate_runs_a_fastvideo_model_folder_as_the_stock_wanpipeline_recipe_
     assert np.array_equal(frames, (np.clip(video, 0, 1) * 255).round().astype(np.uint8))
 
 
+def test_generate_flow_shift_replaces_the_shift_of_the_folders_scheduler(tmp_path, tiny_model_dir, written_frames):
+    folders_shift = run_generate(tiny_model_dir, written_frames, tmp_path / "a.mp4", "--flow_shift", "3.0")
+    shifted = run_generate(tiny_model_dir, written_frames, tmp_path / "b.mp4", "--flow_shift", "5.0")
+    assert json.loads((tiny_model_dir / "scheduler" / "scheduler_config.json").read_text())["flow_shift"] == 3.0
+    assert np.abs(folders_shift.astype(int) - shifted.astype(int)).max() > 10
+
+
 def test_dmd_scheduler_runs_fastvideos_timesteps_predicting_x0_and_renoising(tiny_model_dir):
     scheduler = dmd_scheduler([1000, 757, 522])
     scheduler.set_timesteps(3)

@@ -36,6 +36,13 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--num_frames", type=int, default=81, help="Frames (4k+1).")
     parser.add_argument("--num_inference_steps", type=int, default=50, help="Sampling steps.")
     parser.add_argument("--guidance_scale", type=float, default=5.0, help="Classifier-free guidance scale.")
+    parser.add_argument(
+        "--flow_shift",
+        type=float,
+        default=None,
+        help="Shift of the sampling schedule (diffusers' Wan docs: 3.0 for 480p, 5.0 for 720p); default: the "
+        "scheduler config of the base model folder.",
+    )
     parser.add_argument("--fps", type=int, default=16, help="fps of the written mp4.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the initial noise.")
     parser.add_argument(
@@ -135,6 +142,10 @@ def generate(args: argparse.Namespace) -> Path:
         if gates_folder is not None:
             count = load_vsa_gates(pipe.transformer, gates_folder)
             print(f"VSA gates: {count} tensors with {vsa_gate_naming(gates_folder)} names from {gates_folder}")
+    if args.flow_shift is not None:
+        if "flow_shift" not in pipe.scheduler.config:
+            raise ValueError(f"--flow_shift: the base's {type(pipe.scheduler).__name__} has no flow_shift setting")
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, flow_shift=args.flow_shift)
     steps, guidance_scale = args.num_inference_steps, args.guidance_scale
     if args.dmd_timesteps:
         timesteps = [int(step) for step in args.dmd_timesteps.split(",")]
