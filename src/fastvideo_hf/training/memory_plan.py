@@ -61,7 +61,8 @@ ASSUMPTIONS = (
     "the compute dtype at a time (current and prefetched) plus the root's own parameters and one block's gradients",
     "DDP (several GPUs, no FSDP) keeps a second copy of the gradients in its buckets",
     "context parallelism of degree P divides every per-token tensor of the video by P; the text context is not split",
-    "a full finetune without FSDP holds autocast's compute-dtype copy of every Linear/Conv weight during forward",
+    "a full finetune without FSDP keeps autocast's compute-dtype copy of every Linear/Conv weight for backward (with "
+    "checkpointing: of the layers outside the blocks and of the recomputed block)",
     "1 GiB fixed overhead (CUDA context, cuBLAS workspaces, allocator fragmentation) on top of the allocated bytes; "
     "torch.cuda.max_memory_allocated is to be compared with allocated_bytes, not total_bytes",
     "--gpu_memory is in GiB, as GPUs are sold (a 24 GB card has 24 GiB, an 80 GB card 80 GiB)",
@@ -477,7 +478,7 @@ def block_activation_bytes(
     head_dim = config["attention_head_dim"]
     rope = 2 * head_dim * (4 if full else a)  # cos and sin: the buffers follow the model's dtype
     out_width = config["out_channels"] * math.prod(config.get("patch_size", (1, 2, 2)))
-    outside = rope + 4 * dim + 8 + 2 * 4 * out_width  # norm_out input and stats; the float32 loss's two operands
+    outside = rope + 4 * dim + 8 + 4 * out_width  # norm_out input and stats; the float32 error the loss squares
     outside_text = sum(once[kind] * tokens_of[kind] for kind in once)
     if full:
         in_width = config["in_channels"] * math.prod(config.get("patch_size", (1, 2, 2)))
@@ -532,7 +533,11 @@ def estimate(model: ModelShape, counts: ParameterCounts, setup: TrainingSetup, o
         if options.fsdp:  # two blocks unsharded (current, prefetched), the root's own parameters, one block's grads
             copies = a * (3 * counts.per_block + counts.non_block)
         else:
-            copies = a * counts.linear if a < 4 else 0  # autocast's cache of every weight cast during forward
+            # autocast's copies of the weights, kept by autograd for backward: every block's, or with checkpointing
+            # the recomputed block's (the others' are dropped when autocast's cache is cleared after forward)
+            live_blocks = 1 if options.gradient_checkpointing else counts.blocks
+            outside_blocks = counts.linear - counts.blocks * counts.linear_per_block
+            copies = a * (outside_blocks + live_blocks * counts.linear_per_block) if a < 4 else 0
     gradients = 4 * trainable * experts // shards
     if setup.num_gpus > 1 and not options.fsdp:
         gradients *= 2  # DDP's buckets

@@ -1,0 +1,221 @@
+"""The memory estimate of `fastvideo-hf plan` against what a real model holds.
+
+Parameters, gradients and optimizer states must match a real instantiation byte for byte. Activations are measured
+with autograd's saved-tensor hooks (every tensor saved for backward, counted once per storage, the weights left out)
+on a tiny Wan transformer at two sizes, as a LoRA (bf16 base, float32 LoRA) and as a full finetune (float32 weights,
+bf16 autocast), with and without gradient checkpointing; the estimate must be within 15%.
+"""
+
+import pytest
+import torch
+from diffusers import WanTransformer3DModel
+from diffusers.training_utils import cast_training_params
+from peft import LoraConfig
+
+from fastvideo_hf.training.flow_matching import flow_matching_loss
+from fastvideo_hf.training.memory_plan import (
+    DEFAULT_LORA_TARGETS,
+    KNOWN_MODELS,
+    ModelShape,
+    Options,
+    TrainingSetup,
+    build_meta_transformer,
+    count_parameters,
+    estimate,
+    latent_tokens,
+    make_plan,
+    resolve_model,
+)
+
+TINY = {
+    "patch_size": [1, 2, 2],
+    "num_attention_heads": 4,
+    "attention_head_dim": 16,
+    "in_channels": 16,
+    "out_channels": 16,
+    "text_dim": 32,
+    "freq_dim": 256,
+    "ffn_dim": 176,
+    "num_layers": 2,
+    "rope_max_seq_len": 64,
+}
+TINY_SHAPE = ModelShape("tiny", TINY, ("transformer",), vae_scale_spatial=8)
+RANK = 8
+# (latent frames, latent height, latent width) -> the pixel size the estimate takes
+SIZES = {(3, 16, 16): (128, 128, 9), (5, 16, 32): (128, 256, 17)}
+
+
+def tiny_lora_model(fp8: bool = False) -> torch.nn.Module:
+    """As train_wan_lora.py prepares it: frozen bf16 base, float32 LoRA, optionally fp8 storage."""
+    torch.manual_seed(0)
+    model = WanTransformer3DModel.from_config(TINY)
+    model.requires_grad_(False)
+    model.to(dtype=torch.bfloat16)
+    model.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=list(DEFAULT_LORA_TARGETS)))
+    cast_training_params(model, dtype=torch.float32)
+    if fp8:
+        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    return model
+
+
+def tiny_full_model() -> torch.nn.Module:
+    """As train_wan.py prepares it: every weight trained, float32 master weights."""
+    torch.manual_seed(0)
+    return WanTransformer3DModel.from_config(TINY).to(torch.float32)
+
+
+def run_step(model: torch.nn.Module, dtype: torch.dtype, latent=(3, 16, 16)) -> torch.Tensor:
+    """One training forward under bf16 autocast (Accelerate's mixed precision) and the flow-matching loss."""
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 16, *latent, generator=generator)
+    prompt = torch.randn(1, 512, TINY["text_dim"], generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prediction = model(
+            hidden_states=latents.to(dtype),
+            timestep=torch.tensor([500]),
+            encoder_hidden_states=prompt.to(dtype),
+            return_dict=False,
+        )[0]
+    return flow_matching_loss(prediction, torch.randn(latents.shape, generator=generator))
+
+
+def nbytes(tensors) -> int:
+    return sum(tensor.nbytes for tensor in tensors)
+
+
+def setup_for(mode: str, latent=(3, 16, 16)) -> TrainingSetup:
+    height, width, frames = SIZES[latent]
+    return TrainingSetup(mode, height, width, frames, rank=RANK)
+
+
+def parts_for(mode: str, options: Options, latent=(3, 16, 16)):
+    counts = count_parameters(build_meta_transformer(TINY), RANK if mode == "lora" else 0, DEFAULT_LORA_TARGETS)
+    return estimate(TINY_SHAPE, counts, setup_for(mode, latent), options)
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_lora_weights_gradients_and_adam_states_are_exact(fp8):
+    model = tiny_lora_model(fp8)
+    parts = parts_for("lora", Options(layerwise_casting=fp8))
+    frozen = [param for param in model.parameters() if not param.requires_grad]
+    lora = [param for param in model.parameters() if param.requires_grad]
+    assert parts.weights == nbytes(frozen)
+    assert parts.lora == nbytes(lora)
+
+    optimizer = torch.optim.AdamW(lora, lr=1e-4)
+    run_step(model, torch.bfloat16).backward()
+    optimizer.step()
+    assert parts.gradients == nbytes(param.grad for param in lora)
+    states = [tensor for state in optimizer.state.values() for tensor in state.values()]
+    assert all(state["step"].dim() == 0 for state in optimizer.state.values())  # a CPU scalar, never on the GPU
+    assert parts.optimizer_states == nbytes(tensor for tensor in states if tensor.dim() > 0)
+
+
+def test_full_finetune_weights_gradients_and_adam_states_are_exact():
+    model = tiny_full_model()
+    parts = parts_for("full", Options())
+    assert parts.weights == nbytes(model.parameters()) and parts.lora == 0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    run_step(model, torch.float32).backward()
+    optimizer.step()
+    assert parts.gradients == nbytes(param.grad for param in model.parameters())
+    states = [tensor for state in optimizer.state.values() for tensor in state.values() if tensor.dim() > 0]
+    assert parts.optimizer_states == nbytes(states)
+
+
+def test_meta_counts_match_a_real_model_with_its_lora():
+    real = tiny_lora_model()
+    counts = count_parameters(build_meta_transformer(TINY), RANK, DEFAULT_LORA_TARGETS)
+    assert counts.lora == sum(param.numel() for param in real.parameters() if param.requires_grad)
+    assert counts.total == sum(param.numel() for param in real.parameters() if not param.requires_grad)
+    fp8 = tiny_lora_model(fp8=True)
+    assert counts.fp8 == sum(param.numel() for param in fp8.parameters() if param.dtype == torch.float8_e4m3fn)
+
+
+def saved_activation_bytes(model: torch.nn.Module, dtype: torch.dtype, latent) -> int:
+    """Bytes of every tensor the forward and loss keep for backward, counted once per storage, weights excluded.
+
+    Saved-tensor hooks see what autograd saves; under non-reentrant checkpointing a block saves nothing there (its
+    own hooks drop it), and what it holds instead are its inputs, taken from a forward pre-hook."""
+    weights = {tensor.untyped_storage().data_ptr() for tensor in [*model.parameters(), *model.buffers()]}
+    kept, storages = [], {}
+
+    def keep(tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            storages[storage.data_ptr()] = storage.nbytes()
+            kept.append(tensor)  # alive until counted: no storage address is reused meanwhile
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        keep(tensor)
+        return tensor
+
+    def block_inputs(module, args):
+        for arg in args:
+            for tensor in arg if isinstance(arg, tuple) else (arg,):
+                keep(tensor)
+
+    checkpointing = model.is_gradient_checkpointing
+    handles = [block.register_forward_pre_hook(block_inputs) for block in model.blocks] if checkpointing else []
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run_step(model, dtype, latent)
+    for handle in handles:
+        handle.remove()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_activation_estimate_is_within_15_percent_of_the_saved_tensors(mode, checkpointing, record_property):
+    for latent in SIZES:
+        model = tiny_lora_model() if mode == "lora" else tiny_full_model()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        measured = saved_activation_bytes(model, torch.bfloat16 if mode == "lora" else torch.float32, latent)
+        parts = parts_for(mode, Options(gradient_checkpointing=checkpointing), latent)
+        estimated = parts.activations
+        if mode == "full":  # the saved tensors include autocast's bf16 copies of the weights: the weight_copies part
+            counts = count_parameters(build_meta_transformer(TINY))
+            recomputed = 2 * counts.linear_per_block * checkpointing  # the recomputed block's: only during backward
+            estimated += parts.weight_copies - recomputed
+        record_property(f"{latent}", f"estimated {estimated} measured {measured}")
+        assert abs(estimated - measured) <= 0.15 * measured, (latent, estimated, measured)
+
+
+def test_latent_tokens_follow_the_vae_and_patch():
+    wan21 = resolve_model("Wan-AI/Wan2.1-T2V-14B-Diffusers")
+    assert latent_tokens(wan21, 480, 832, 81) == 21 * 30 * 52 == 32_760
+    assert latent_tokens(wan21, 720, 1280, 81) == 75_600
+    ti2v = resolve_model("wan2.2-ti2v-5b")  # its VAE is 16x spatial
+    assert latent_tokens(ti2v, 704, 1280, 121) == 31 * 22 * 40
+
+
+def test_known_configs_have_the_published_sizes():
+    sizes = {
+        name: count_parameters(build_meta_transformer(model.config)).total / 1e9
+        for name, model in KNOWN_MODELS.items()
+    }
+    assert round(sizes["wan2.1-t2v-1.3b"], 2) == 1.42
+    assert round(sizes["wan2.1-t2v-14b"], 2) == round(sizes["wan2.2-t2v-a14b"], 2) == 14.29
+    assert round(sizes["wan2.1-i2v-14b-720p"], 2) == 16.39
+    assert round(sizes["wan2.2-ti2v-5b"], 1) == 5.0
+    assert KNOWN_MODELS["wan2.2-t2v-a14b"].experts == ("transformer", "transformer_2")
+
+
+def test_both_experts_double_what_is_trained_but_not_the_activations():
+    model = resolve_model("wan2.2-t2v-a14b")
+    one, both = (
+        make_plan(model, TrainingSetup("lora", 480, 832, 81, expert=expert), 80).rows[0].parts
+        for expert in ("high", "both")
+    )
+    assert both.weights == 2 * one.weights and both.optimizer_states == 2 * one.optimizer_states
+    assert both.activations == one.activations
+
+
+def test_local_pipeline_folder_is_read_without_weights(tmp_path):
+    from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
+
+    folder = save_tiny_wan_pipeline(tmp_path / "tiny", model="wan2.2-a14b")
+    shape = resolve_model(str(folder))
+    assert shape.experts == ("transformer", "transformer_2")
+    assert shape.config["num_layers"] == WanTransformer3DModel.load_config(folder, subfolder="transformer")["num_layers"]
