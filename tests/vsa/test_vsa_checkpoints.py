@@ -163,7 +163,7 @@ def written_frames(monkeypatch):
 def run_generate(tiny_model_dir, frames, output, *flags):
     command = ["generate", "--pretrained_model_name_or_path", str(tiny_model_dir), "--prompt", "A red circle"]
     command += ["--output", str(output), "--height", "64", "--width", "96", "--num_frames", "9"]
-    command += ["--num_inference_steps", "2", "--vsa_backend", "torch", *flags]
+    command += ["--num_inference_steps", "1", "--vsa_backend", "torch", *flags]
     assert cli_main(command) == 0 and output.stat().st_size > 0
     return frames[-1]
 
@@ -228,8 +228,9 @@ def test_generate_runs_a_fastvideo_model_folder_as_the_stock_wanpipeline_recipe_
 
 
 def test_generate_flow_shift_replaces_the_shift_of_the_folders_scheduler(tmp_path, tiny_model_dir, written_frames):
-    folders_shift = run_generate(tiny_model_dir, written_frames, tmp_path / "a.mp4", "--flow_shift", "3.0")
-    shifted = run_generate(tiny_model_dir, written_frames, tmp_path / "b.mp4", "--flow_shift", "5.0")
+    two_steps = ["--num_inference_steps", "2"]  # one step starts at t = 1000, where no shift moves it
+    folders_shift = run_generate(tiny_model_dir, written_frames, tmp_path / "a.mp4", *two_steps, "--flow_shift", "3")
+    shifted = run_generate(tiny_model_dir, written_frames, tmp_path / "b.mp4", *two_steps, "--flow_shift", "5")
     assert json.loads((tiny_model_dir / "scheduler" / "scheduler_config.json").read_text())["flow_shift"] == 3.0
     assert np.abs(folders_shift.astype(int) - shifted.astype(int)).max() > 10
 
