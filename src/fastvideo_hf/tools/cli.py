@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build_generate_parser(generate).set_defaults(run=_generate)
 
+    from .plan import build_parser as build_plan_parser
+    from .plan import run as run_plan
+
+    plan = commands.add_parser(
+        "plan", help="Will a training run fit on my GPUs, and which memory savers to turn on (no weights read)."
+    )
+    build_plan_parser(plan).set_defaults(run=run_plan)
+
     from .vsa_export import build_parser as build_export_vsa_parser
     from .vsa_export import run_export
 
