@@ -1,7 +1,10 @@
 """Decode the sampled frames of a video file (or its bytes) with decord, or PyAV where decord is missing.
 
 Both backends first read the presentation timestamps of every frame, pick the frames with
-``frame_sampling.sample_frame_indices`` and then decode only those, so a long source never sits in memory. Both
+``frame_sampling.sample_frame_indices`` and then decode only those, so a long source never sits in memory. A clip
+that starts later in the video is decoded from the last keyframe at or before its first frame, not from the start:
+the clips of a long video (``--frame_extraction chunk|uniform``) cost one pass over it, not one pass per clip, and
+a keyframe restarts the decoder, so the pictures are the ones a decode from the start gives. Both
 return the frames as a player shows them: the container's display matrix (how phones store portrait clips) is
 applied, so one dataset never mixes orientations whichever decoder read each file.
 Anything that makes a file unusable raises ``VideoDecodeError`` with a reason a person can act on; anything else
@@ -213,13 +216,16 @@ def _decode_with_decord(source: VideoSource, fps: float, num_frames: int, start:
     total = len(frame_times)
     with _unusable_on(decord.DECORDError):
         indices = sample_frame_indices(frame_times, fps, num_frames, start)
-        # Read forward in short contiguous runs, keeping the sampled frames: decord seeks for sparse index lists,
-        # and a seek can land on a neighbouring frame; contiguous reads decode in order, like the PyAV path.
+        # Read forward in short contiguous runs from the keyframe at or before the first sampled frame, keeping the
+        # sampled frames: decord seeks for sparse index lists, and a seek to a frame that is not a keyframe can land
+        # on a neighbouring frame; a run that starts on a keyframe decodes in order from it, like the PyAV path.
         wanted, last = set(indices), max(indices)
+        keyframes = reader.get_key_indices()
+        first = max((index for index in keyframes if index <= indices[0]), default=0)
         kept: dict[int, np.ndarray] = {}
-        for start in range(0, last + 1, _DECORD_RUN):
-            batch = reader.get_batch(list(range(start, min(start + _DECORD_RUN, last + 1)))).asnumpy()
-            kept.update({start + offset: frame for offset, frame in enumerate(batch) if start + offset in wanted})
+        for run in range(first, last + 1, _DECORD_RUN):
+            batch = reader.get_batch(list(range(run, min(run + _DECORD_RUN, last + 1)))).asnumpy()
+            kept.update({run + offset: frame for offset, frame in enumerate(batch) if run + offset in wanted})
     frames = orient_frames(torch.from_numpy(np.stack([kept[index] for index in indices])), remaining)
     return DecodedClip(
         frames=frames,
@@ -238,8 +244,9 @@ def _decode_with_pyav(source: VideoSource, fps: float, num_frames: int, start: f
         return _read_with_pyav(av, source, fps, num_frames, start)
 
 
-def _pyav_times(av, source: VideoSource) -> np.ndarray:
-    with av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r") as container:
+def _pyav_pts(av, source: VideoSource) -> tuple[np.ndarray, float]:
+    """The presentation timestamps of every frame (ascending, in the stream's time base) and that time base."""
+    with _open_pyav(av, source) as container:
         if not container.streams.video:
             raise VideoDecodeError("not a video: no video stream")
         stream = container.streams.video[0]
@@ -247,7 +254,12 @@ def _pyav_times(av, source: VideoSource) -> np.ndarray:
         pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)
     if not pts:
         raise VideoDecodeError("not a video: no frames found")
-    return np.asarray(pts, dtype=np.float64) * float(stream.time_base)
+    return np.asarray(pts, dtype=np.int64), float(stream.time_base)
+
+
+def _pyav_times(av, source: VideoSource) -> np.ndarray:
+    pts, time_base = _pyav_pts(av, source)
+    return pts.astype(np.float64) * time_base
 
 
 def _frame_times_with_pyav(source: VideoSource) -> np.ndarray:
@@ -258,24 +270,15 @@ def _frame_times_with_pyav(source: VideoSource) -> np.ndarray:
 
 
 def _read_with_pyav(av, source: VideoSource, fps: float, num_frames: int, start: float = 0.0) -> DecodedClip:
-    def open_container():
-        return av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r")
-
-    frame_times = _pyav_times(av, source)
+    pts, time_base = _pyav_pts(av, source)
+    frame_times = pts.astype(np.float64) * time_base
     indices = sample_frame_indices(frame_times, fps, num_frames, start)
-    wanted = set(indices)
-    last_wanted = max(indices)
-    decoded: dict[int, np.ndarray] = {}
-    orientation = None
-    with open_container() as container:
-        for position, frame in enumerate(container.decode(video=0)):
-            if orientation is None:
-                orientation = _orientation(_pyav_display_matrix(frame))
-            if position in wanted:
-                decoded[position] = frame.to_ndarray(format="rgb24")
-            if position >= last_wanted:
-                break
-    missing = wanted.difference(decoded)
+    decoded, orientation = None, None
+    if indices[0] > 0:
+        decoded, orientation = _pyav_frames_from_keyframe(av, source, pts, indices)
+    if decoded is None:  # a clip from the first frame, or a file whose seek does not land where it should
+        decoded, orientation = _pyav_frames_from_start(av, source, indices)
+    missing = set(indices).difference(decoded)
     if missing:
         raise VideoDecodeError(f"truncated video: frames {sorted(missing)[:5]} could not be decoded")
     frames = orient_frames(torch.from_numpy(np.stack([decoded[i] for i in indices])), orientation)
@@ -287,6 +290,55 @@ def _read_with_pyav(av, source: VideoSource, fps: float, num_frames: int, start:
         source_width=frames.shape[2],
         source_height=frames.shape[1],
     )
+
+
+def _open_pyav(av, source: VideoSource):
+    return av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r")
+
+
+def _pyav_frames_from_start(
+    av, source: VideoSource, indices: list[int]
+) -> tuple[dict[int, np.ndarray], Orientation | None]:
+    """The sampled frames, decoding from the first frame; a frame's index is its place in the decoded order."""
+    wanted, last_wanted = set(indices), max(indices)
+    decoded: dict[int, np.ndarray] = {}
+    orientation = None
+    with _open_pyav(av, source) as container:
+        for position, frame in enumerate(container.decode(video=0)):
+            if orientation is None:
+                orientation = _orientation(_pyav_display_matrix(frame))
+            if position in wanted:
+                decoded[position] = frame.to_ndarray(format="rgb24")
+            if position >= last_wanted:
+                break
+    return decoded, orientation
+
+
+def _pyav_frames_from_keyframe(
+    av, source: VideoSource, pts: np.ndarray, indices: list[int]
+) -> tuple[dict[int, np.ndarray] | None, Orientation | None]:
+    """The sampled frames, decoding from the keyframe at or before the first one (FFmpeg's backward seek); a
+    frame's index is found from its timestamp. ``(None, None)`` when the seek cannot be trusted: the first picture
+    after it comes later than the first sampled frame (some demuxers seek by decode time), or pictures carry
+    timestamps the packets did not, so the caller decodes from the start as before."""
+    wanted, last_wanted = set(indices), max(indices)
+    position_of = {int(value): position for position, value in enumerate(pts)}
+    decoded: dict[int, np.ndarray] = {}
+    orientation = None
+    with _open_pyav(av, source) as container:
+        stream = container.streams.video[0]
+        container.seek(int(pts[indices[0]]), backward=True, any_frame=False, stream=stream)
+        for frame in container.decode(stream):
+            position = position_of.get(frame.pts) if frame.pts is not None else None
+            if position is None or (orientation is None and position > indices[0]):
+                return None, None
+            if orientation is None:
+                orientation = _orientation(_pyav_display_matrix(frame))
+            if position in wanted:
+                decoded[position] = frame.to_ndarray(format="rgb24")
+            if position >= last_wanted:
+                break
+    return decoded, orientation
 
 
 def _measured_fps(frame_times: np.ndarray) -> float:
