@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..video_writer import write_mp4
+
+if TYPE_CHECKING:
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -72,11 +76,11 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def dmd_scheduler(timesteps: list[int], num_train_timesteps: int = 1000):
+def dmd_scheduler(timesteps: list[int], num_train_timesteps: int = 1000) -> FlowMatchEulerDiscreteScheduler:
     """FastVideo's DMD sampling as a stock diffusers scheduler, for ``WanPipeline``.
 
     FastVideo's DMD stage predicts x0 = x_t - sigma_t * v at each of its fixed timesteps and adds fresh noise to
-    reach the next one, with sigma_t = t / 1000 (the nearest point of its shifted grid). That is
+    reach the next one, with sigma_t = t / 1000 (to within the spacing of its shifted 1000-point grid). That is
     ``FlowMatchEulerDiscreteScheduler`` with ``stochastic_sampling`` and those sigmas unshifted; ``WanPipeline``
     asks only for a step count, so the sigmas are bound to ``set_timesteps``.
     """
@@ -122,6 +126,7 @@ def vsa_settings(args: argparse.Namespace) -> tuple[float | None, str, Path | No
 
 
 def generate(args: argparse.Namespace) -> Path:
+    """Build the pipeline the flags describe (finetune, VSA, scheduler), sample one video, write it as mp4."""
     from diffusers import WanPipeline, WanTransformer3DModel
 
     dtype = DTYPES[args.dtype]
