@@ -60,6 +60,8 @@ def test_clips_at_later_starts_equal_the_frames_decoded_from_the_start(long_vide
         clip = decode_clip(str(long_video), FPS, NUM_FRAMES, backend=backend, start=start)
         assert clip.indices[0] == int(start * SOURCE_FPS + 1e-4) and clip.indices[-1] <= NUM_SOURCE_FRAMES - 1
         assert torch.equal(clip.frames, every_frame.frames[clip.indices]), start
+    from_bytes = decode_clip(long_video.read_bytes(), FPS, NUM_FRAMES, backend=backend, start=STARTS[-1])
+    assert torch.equal(from_bytes.frames, clip.frames)
 
 
 class OvershootingContainer:

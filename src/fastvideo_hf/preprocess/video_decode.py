@@ -320,14 +320,19 @@ def _pyav_frames_from_keyframe(
     """The sampled frames, decoding from the keyframe at or before the first one (FFmpeg's backward seek); a
     frame's index is found from its timestamp. ``(None, None)`` when the seek cannot be trusted: the first picture
     after it comes later than the first sampled frame (some demuxers seek by decode time), or pictures carry
-    timestamps the packets did not, so the caller decodes from the start as before."""
+    timestamps the packets did not, or FFmpeg cannot seek in the stream, so the caller decodes from the start."""
     wanted, last_wanted = set(indices), max(indices)
     position_of = {int(value): position for position, value in enumerate(pts)}
     decoded: dict[int, np.ndarray] = {}
     orientation = None
     with _open_pyav(av, source) as container:
         stream = container.streams.video[0]
-        container.seek(int(pts[indices[0]]), backward=True, any_frame=False, stream=stream)
+        try:
+            container.seek(int(pts[indices[0]]), backward=True, any_frame=False, stream=stream)
+        except MemoryError:
+            raise
+        except av.error.FFmpegError:  # a stream FFmpeg cannot seek in: decode it from the start, as before
+            return None, None
         for frame in container.decode(stream):
             position = position_of.get(frame.pts) if frame.pts is not None else None
             if position is None or (orientation is None and position > indices[0]):
