@@ -227,6 +227,19 @@ def test_generate_runs_a_fastvideo_model_folder_as_the_stock_wanpipeline_recipe_
     assert np.array_equal(frames, (np.clip(video, 0, 1) * 255).round().astype(np.uint8))
 
 
+def test_a_vsa_lora_brings_its_sparsity_in_the_vsa_config_json_beside_it(tmp_path, tiny_model_dir):
+    lora = tmp_path / "vsa-lora"  # train_wan_lora.py writes vsa_config.json beside pytorch_lora_weights.safetensors
+    lora.mkdir()
+    (lora / "vsa_config.json").write_text(json.dumps({"attention_backend": "vsa", "sparsity": 0.5}))
+    flags = ["--pretrained_model_name_or_path", str(tiny_model_dir), "--prompt", "p", "--output", "x.mp4"]
+    parser = build_parser(argparse.ArgumentParser())
+    assert vsa_settings(parser.parse_args([*flags, "--lora", str(lora)])) == (0.5, str(lora / "vsa_config.json"), None)
+    assert vsa_settings(parser.parse_args(flags))[0] is None  # the stock base: dense
+    (lora / "vsa_config.json").write_text(json.dumps({"sparsity": 1.5}))
+    with pytest.raises(ValueError, match=r"'sparsity' must be a number in \[0, 1\), got 1.5"):
+        vsa_settings(parser.parse_args([*flags, "--lora", str(lora)]))
+
+
 def test_generate_flow_shift_replaces_the_shift_of_the_folders_scheduler(tmp_path, tiny_model_dir, written_frames):
     two_steps = ["--num_inference_steps", "2"]  # one step starts at t = 1000, where no shift moves it
     folders_shift = run_generate(tiny_model_dir, written_frames, tmp_path / "a.mp4", *two_steps, "--flow_shift", "3")
