@@ -13,7 +13,7 @@ from diffusers import WanPipeline, WanTransformer3DModel
 from safetensors.torch import load_file, save_file
 
 from fastvideo_hf.tools.cli import main as cli_main
-from fastvideo_hf.tools.inference import build_parser, dmd_scheduler, vsa_settings
+from fastvideo_hf.tools.inference import build_parser, build_pipeline, dmd_scheduler, vsa_settings
 from fastvideo_hf.video_writer import write_mp4
 from fastvideo_hf.vsa import enable_vsa, load_vsa_gates, vsa_context
 
@@ -240,12 +240,18 @@ def test_a_vsa_lora_brings_its_sparsity_in_the_vsa_config_json_beside_it(tmp_pat
         vsa_settings(parser.parse_args([*flags, "--lora", str(lora)]))
 
 
-def test_generate_flow_shift_replaces_the_shift_of_the_folders_scheduler(tmp_path, tiny_model_dir, written_frames):
-    two_steps = ["--num_inference_steps", "2"]  # one step starts at t = 1000, where no shift moves it
-    folders_shift = run_generate(tiny_model_dir, written_frames, tmp_path / "a.mp4", *two_steps, "--flow_shift", "3")
-    shifted = run_generate(tiny_model_dir, written_frames, tmp_path / "b.mp4", *two_steps, "--flow_shift", "5")
-    assert json.loads((tiny_model_dir / "scheduler" / "scheduler_config.json").read_text())["flow_shift"] == 3.0
-    assert np.abs(folders_shift.astype(int) - shifted.astype(int)).max() > 10
+def test_generate_flow_shift_replaces_the_shift_of_the_folders_scheduler(tiny_model_dir):
+    flags = ["--pretrained_model_name_or_path", str(tiny_model_dir), "--prompt", "p", "--output", "x.mp4"]
+    parser = build_parser(argparse.ArgumentParser())
+    folders, _ = build_pipeline(parser.parse_args(flags))
+    shifted, call = build_pipeline(parser.parse_args([*flags, "--flow_shift", "5"]))
+    assert folders.scheduler.config.flow_shift == 3.0 and shifted.scheduler.config.flow_shift == 5.0
+    assert type(shifted.scheduler) is type(folders.scheduler)
+    assert {**shifted.scheduler.config, "flow_shift": 3.0} == dict(folders.scheduler.config)  # only the shift
+    assert (call["num_inference_steps"], call["guidance_scale"]) == (50, 5.0)
+    dmd, call = build_pipeline(parser.parse_args([*flags, "--dmd_timesteps", "1000,757,522"]))
+    assert (call["num_inference_steps"], call["guidance_scale"]) == (3, 1.0)
+    assert dmd.scheduler.config.stochastic_sampling and dmd.scheduler.config.shift == 1.0
 
 
 def test_dmd_scheduler_runs_fastvideos_timesteps_predicting_x0_and_renoising(tiny_model_dir):

@@ -19,7 +19,7 @@ import torch
 from ..video_writer import write_mp4
 
 if TYPE_CHECKING:
-    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -125,8 +125,8 @@ def vsa_settings(args: argparse.Namespace) -> tuple[float | None, str, Path | No
     return None, "no --vsa_sparsity and no vsa_config.json", gates_folder
 
 
-def generate(args: argparse.Namespace) -> Path:
-    """Build the pipeline the flags describe (finetune, VSA, scheduler), sample one video, write it as mp4."""
+def build_pipeline(args: argparse.Namespace) -> tuple[WanPipeline, dict]:
+    """The pipeline the flags describe (finetune, VSA, scheduler) on its device, and the arguments to call it with."""
     from diffusers import WanPipeline, WanTransformer3DModel
 
     dtype = DTYPES[args.dtype]
@@ -155,19 +155,26 @@ def generate(args: argparse.Namespace) -> Path:
     if args.dmd_timesteps:
         timesteps = [int(step) for step in args.dmd_timesteps.split(",")]
         pipe.scheduler, steps, guidance_scale = dmd_scheduler(timesteps), len(timesteps), 1.0
-        torch.manual_seed(args.seed)  # the re-noising draws from the global generator: WanPipeline passes none
     if args.lora:  # after enable_vsa: a VSA LoRA also adapts the to_gate_compress projections
         pipe.load_lora_weights(args.lora)
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
-    frames = pipe(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        height=args.height,
-        width=args.width,
-        num_frames=args.num_frames,
-        num_inference_steps=steps,
-        guidance_scale=guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(args.seed),
-        output_type="np",
-    ).frames[0]
+    call = {
+        "prompt": args.prompt,
+        "negative_prompt": args.negative_prompt,
+        "height": args.height,
+        "width": args.width,
+        "num_frames": args.num_frames,
+        "num_inference_steps": steps,
+        "guidance_scale": guidance_scale,
+    }
+    return pipe, call
+
+
+def generate(args: argparse.Namespace) -> Path:
+    """Sample one video with the pipeline of ``build_pipeline`` and write it as mp4."""
+    pipe, call = build_pipeline(args)
+    if args.dmd_timesteps:
+        torch.manual_seed(args.seed)  # the re-noising draws from the global generator: WanPipeline passes none
+    generator = torch.Generator("cpu").manual_seed(args.seed)
+    frames = pipe(**call, generator=generator, output_type="np").frames[0]
     return write_mp4((np.clip(frames, 0, 1) * 255).round().astype(np.uint8), args.output, fps=args.fps)
