@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
+import io
 import json
 import math
 import os
@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -120,11 +120,17 @@ class Sizes:
     small_name: str
     large_transformer: dict[str, Any]
     large_name: str
-    latent_shape: tuple[int, int, int, int]  # C, T, H, W of (b) and (d)
+    train_video: tuple[int, int, int]  # height, width, frames of the training batch of (b) and (d)
     train_sparsity: float
     vae: dict[str, Any]
     video: tuple[int, int, int]  # height, width, frames of (c)
     num_videos: int
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        """Wan2.1's VAE latent of ``train_video``: 16 channels, 4x fewer frames (plus the first), 8x smaller."""
+        height, width, frames = self.train_video
+        return (16, (frames - 1) // 4 + 1, height // 8, width // 8)
 
 
 FULL = Sizes(
@@ -138,7 +144,7 @@ FULL = Sizes(
     small_name="1.3B-shaped",
     large_transformer=WAN_14B,
     large_name="14B-shaped",
-    latent_shape=(16, 21, 60, 104),
+    train_video=(480, 832, 81),
     train_sparsity=0.9,
     vae=WAN21_VAE,
     video=(480, 832, 81),
@@ -155,7 +161,7 @@ DRY_RUN = Sizes(
     small_name="tiny",
     large_transformer={**TINY_TRANSFORMER, "num_layers": 3},
     large_name="tiny",
-    latent_shape=(16, 5, 16, 16),
+    train_video=(128, 128, 17),
     train_sparsity=0.9,
     vae=TINY_VAE,
     video=(64, 96, 9),
@@ -427,8 +433,17 @@ def model_spec(config: dict[str, Any], folder: Path):
     with torch.device("meta"):
         WanTransformer3DModel(**config).save_config(folder / "transformer")
         AutoencoderKLWan(**WAN21_VAE).save_config(folder / "vae")
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
+    index = {
+        "_class_name": "WanPipeline",
+        "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index))
     return WanModelSpec.from_pretrained(str(folder))
+
+
+def spec_folder(check: Check, config: dict[str, Any]) -> Path:
+    return check.work_dir / f"spec-{config['num_layers']}x{config['num_attention_heads']}"
 
 
 def build_transformer(config: dict[str, Any], device: torch.device):
@@ -480,7 +495,7 @@ def measure_steps(check: Check, config: dict[str, Any], setup: StepSetup, steps:
     from fastvideo_hf.training.flow_matching import FlowMatchingConfig
     from fastvideo_hf.training.stages import StepInputs, compute_loss
 
-    spec = model_spec(config, check.work_dir / f"spec-{config['num_layers']}x{config['num_attention_heads']}")
+    spec = model_spec(config, spec_folder(check, config))
     transformer, parameters, optimizer, weight_dtype, args = prepare_step(check, config, setup)
     generator = torch.Generator().manual_seed(0)
     batch = {
@@ -641,7 +656,8 @@ def part_preprocess(check: Check) -> list[Row]:
                 device=str(check.device),
                 cache_dir=str(check.work_dir / "datasets_cache"),
             )
-            builder.encoders  # noqa: B018 -- load the models before the clock
+            # the models load, and the VAE's first call (kernel loading, allocator) runs, before the clock
+            builder.encoders[1](torch.zeros(3, frames, height, width))
             with GpuUtilisation(check.device) as utilisation:
                 started = time.perf_counter()
                 summary = builder.write_to_folder(output)
@@ -667,27 +683,69 @@ def part_preprocess(check: Check) -> list[Row]:
 # -- (d) memory savers on the 14B ---------------------------------------------------------------------------------
 
 
-def plan_estimates(check: Check) -> dict[str, Any] | str:
-    """``fastvideo-hf plan``'s estimates for the 14B LoRA step, or why there are none."""
-    if importlib.util.find_spec("fastvideo_hf.tools.plan") is None:
-        return "plan: not available (this checkout has no `fastvideo-hf plan`)"
-    return "plan: not available (its interface is not wired into this check yet)"
+def run_plan(check: Check, folder: Path) -> dict[str, Any] | str:
+    """``fastvideo-hf plan ... --json FILE`` for the LoRA step of (d) on the model configs in ``folder``: its
+    JSON, or why there is none. Run in-process through the CLI's own ``main`` (its table goes into the JSON's
+    ``text``), which spares a second import of torch and diffusers."""
+    from fastvideo_hf.tools.cli import main as cli_main
+
+    height, width, frames = check.sizes.train_video
+    output = check.work_dir / "plan.json"
+    flags = ["--pretrained_model_name_or_path", str(folder), "--height", str(height), "--width", str(width)]
+    flags += ["--num_frames", str(frames), "--mode", "lora", "--rank", "32", "--gpu_memory", "24", "--num_gpus", "1"]
+    flags += ["--mixed_precision", "bf16" if check.cuda else "no", "--json", str(output)]
+    text = io.StringIO()
+    try:
+        with redirect_stdout(text), redirect_stderr(text):
+            code = cli_main(["plan", *flags])
+    except SystemExit as error:  # argparse: this checkout's plan takes other flags
+        code = error.code
+    if code != 0:
+        return f"plan: failed (exit {code}: {(text.getvalue().strip().splitlines() or [''])[-1][:160]})"
+    return {**json.loads(output.read_text()), "text": text.getvalue()}
+
+
+def plan_combination(plan: dict[str, Any], casting: str | None, offload: str | None) -> dict[str, Any] | None:
+    """The plan's combination of (d)'s options: gradient checkpointing on, one GPU, no FSDP."""
+    wanted = {
+        "gradient_checkpointing": True,
+        "layerwise_casting": casting is not None,
+        "group_offload": offload,
+        "context_parallel": 1,
+        "fsdp": False,
+    }
+    return next((combination for combination in plan["combinations"] if combination["options"] == wanted), None)
 
 
 def part_memory_savers(check: Check) -> list[Row]:
-    """(d): one LoRA step of the 14B-shaped transformer per combination of the memory savers."""
+    """(d): one LoRA step of the 14B-shaped transformer per combination of the memory savers, each against the
+    plan's estimate of its allocated bytes (what ``torch.cuda.max_memory_allocated`` measures)."""
     sizes, rows = check.sizes, []
-    plan = plan_estimates(check)
+    folder = spec_folder(check, sizes.large_transformer)
+    model_spec(sizes.large_transformer, folder)
+    plan = run_plan(check, folder)
     for name, casting, offload in SAVER_OPTIONS:
         setup = StepSetup(lora=True, layerwise_casting=casting, group_offload=offload)
-        row = Row("d", f"{sizes.large_name} LoRA step, {name}, checkpointing", values={"plan": plan})
+        row = Row("d", f"{sizes.large_name} LoRA step, {name}, checkpointing")
         row.values.update(layerwise_casting=casting, group_offload=offload)
         guarded(check, row, partial(measure_steps, check, sizes.large_transformer, setup, 1))
         notes = [row.notes]
         if row.peak_gib is not None:
             row.values["fits_24gib"] = row.peak_gib * GIB <= MEMORY_GOAL_BYTES
             notes = [f"fits 24 GiB: {'yes' if row.values['fits_24gib'] else 'no'}"]
-        row.notes = "; ".join(note for note in (*notes, plan if isinstance(plan, str) else "") if note)
+        combination = plan_combination(plan, casting, offload) if isinstance(plan, dict) else None
+        if combination is None:
+            row.values["plan"] = plan if isinstance(plan, str) else "plan: no such combination in its table"
+            notes.append(row.values["plan"])
+        else:
+            estimate = combination["allocated_bytes"] / GIB
+            row.values["plan"] = {"allocated_gib": estimate, "total_gib": combination["total_bytes"] / GIB}
+            row.values["plan"]["fits"] = combination["fits"]
+            notes.append(f"plan: {estimate:.3g} GiB allocated")
+            if row.peak_gib is not None:
+                row.values["plan"]["measured_over_plan"] = row.peak_gib / estimate
+                notes[-1] += f" (measured / plan {row.peak_gib / estimate:.2f})"
+        row.notes = "; ".join(note for note in notes if note)
         rows.append(row)
     return rows
 
@@ -827,6 +885,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def write_report(check: Check, rows: list[Row], timings: dict[str, float], output: Path) -> list[dict[str, Any]]:
+    """Write the JSON of the parts run so far (after each part: a run cut short still leaves its results)."""
+    results = goals(rows, check)
+    report = {
+        "machine": machine(check),
+        "dry_run": check.strict,
+        "sizes": asdict(check.sizes),
+        "parts": {
+            name: {
+                "title": PARTS[name][0],
+                "seconds": seconds,
+                "rows": [asdict(row) for row in rows if row.part == name],
+            }
+            for name, seconds in timings.items()
+        },
+        "goals": results,
+        "total_seconds": sum(timings.values()),
+    }
+    output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     unknown = set(args.parts) - set(PARTS)
@@ -841,44 +921,24 @@ def main(argv: list[str] | None = None) -> int:
         strict=args.dry_run,
     )
     check.work_dir.mkdir(parents=True, exist_ok=True)
-    started, timings, rows = time.perf_counter(), {}, []
+    output = args.output / "gpu_check.json"
+    timings: dict[str, float] = {}
+    rows: list[Row] = []
     for name in sorted(set(args.parts)):
         with timed_part(timings, name):
             rows.extend(PARTS[name][1](check))
-    results = goals(rows, check)
-    total = time.perf_counter() - started
+        results = write_report(check, rows, timings, output)
 
-    kind = (
-        "dry run: tiny sizes on the CPU"
-        if args.dry_run
-        else f"{check.device.type}, {check.dtype}".replace("torch.", "")
-    )
     info = machine(check)
-    print(
-        f"## GPU check ({kind}; {info['gpu'] or 'no GPU'}, torch {info['torch']}, fastvideo-kernel {info['kernel']})\n"
-    )
+    kind = "dry run: tiny sizes on the CPU" if args.dry_run else f"{info['gpu']}, bfloat16"
+    print(f"## GPU check ({kind}; torch {info['torch']}, fastvideo-kernel {info['kernel']})\n")
     print(format_table(rows))
     print("\nGoals:\n" + format_goals(results))
     print(
-        f"\ntotal {total:.0f} s (" + ", ".join(f"({name}) {seconds:.0f} s" for name, seconds in timings.items()) + ")"
+        f"\ntotal {sum(timings.values()):.0f} s ("
+        + ", ".join(f"({name}) {seconds:.0f} s" for name, seconds in timings.items())
+        + ")"
     )
-    report = {
-        "machine": info,
-        "dry_run": args.dry_run,
-        "sizes": asdict(check.sizes),
-        "parts": {
-            name: {
-                "title": PARTS[name][0],
-                "seconds": timings[name],
-                "rows": [asdict(row) for row in rows if row.part == name],
-            }
-            for name in timings
-        },
-        "goals": results,
-        "total_seconds": total,
-    }
-    output = args.output / "gpu_check.json"
-    output.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nwritten to {output}")
     return 0
 

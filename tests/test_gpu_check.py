@@ -63,5 +63,6 @@ def test_gpu_check_dry_run(tmp_path):
         (None, "block_level"),
         ("float8_e4m3fn", "block_level"),
     }
-    assert all("plan" in row["values"] for row in savers)
+    for row in savers:  # fastvideo-hf plan's estimate of the same combination, for the GPU run to compare with
+        assert row["values"]["plan"]["allocated_gib"] > 0, row
     assert all(goal["result"].startswith("not measured") for goal in report["goals"])
