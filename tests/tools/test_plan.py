@@ -26,8 +26,11 @@ def test_plan_command_prints_the_table_and_writes_the_json(tmp_path):
     assert "75,600 tokens per sample" in result.stdout
     header = next(line for line in result.stdout.splitlines() if line.startswith("options"))
     assert header.split() == "options weights lora grads optim w.copies activ. recomp. worksp. total".split()
-    recommendation = next(line for line in result.stdout.splitlines() if line.startswith("Recommended:"))
-    assert "FSDP" in recommendation and "--gradient_checkpointing" in recommendation
+    lines = result.stdout.splitlines()
+    recommended = next(at for at, line in enumerate(lines) if line.startswith("Recommended:"))
+    recommendation, command = lines[recommended], lines[recommended + 1]
+    assert "FSDP" in recommendation and "ckpt" in recommendation
+    assert "fsdp.yaml --num_processes 8 training_scripts/train_wan.py --gradient_checkpointing" in command
 
     plan = json.loads(out.read_text())
     assert plan["model"] == "Wan-AI/Wan2.1-T2V-14B-Diffusers" and plan["tokens_per_sample"] == 75_600

@@ -630,21 +630,29 @@ class Plan:
         fitting = [row for row in self.rows if row.fits]
         return min(fitting, key=lambda row: (row.options.cost, row.parts.total), default=None)
 
-    def flags(self, options: Options) -> str:
-        """The training flags (and launcher) that turn ``options`` on."""
-        flags = []
+    def command(self, options: Options) -> str:
+        """The launch command and training flags that turn ``options`` on (the run's own flags go after it)."""
+        gpus = self.setup.num_gpus
+        words = ["accelerate launch"]
         if options.fsdp:
-            flags.append("accelerate launch --config_file examples/accelerate_configs/fsdp.yaml")
+            words.append(f"--config_file examples/accelerate_configs/fsdp.yaml --num_processes {gpus}")
+        elif gpus > 1:
+            words.append(f"--multi_gpu --num_processes {gpus}")
+        words.append(
+            "training_scripts/train_wan_lora.py" if self.setup.mode == "lora" else "training_scripts/train_wan.py"
+        )
+        if self.setup.expert is not None:
+            words.append(f"--expert {self.setup.expert}")
         if options.gradient_checkpointing:
-            flags.append("--gradient_checkpointing")
+            words.append("--gradient_checkpointing")
         if options.layerwise_casting:
-            flags.append("--layerwise_casting float8_e4m3fn")
+            words.append("--layerwise_casting float8_e4m3fn")
         if options.group_offload:
-            flags.append(f"--group_offload {options.group_offload}")
+            words.append(f"--group_offload {options.group_offload}")
         if options.context_parallel > 1:
             ulysses, ring = _ulysses_ring(options.context_parallel, self.model.config["num_attention_heads"])
-            flags.append(f"--context_parallel_ulysses {ulysses} --context_parallel_ring {ring}")
-        return " ".join(flags) or "(no memory saver needed)"
+            words.append(f"--context_parallel_ulysses {ulysses} --context_parallel_ring {ring}")
+        return " ".join(words) + " ..."
 
 
 def make_plan(model: ModelShape, setup: TrainingSetup, gpu_memory_gib: float) -> Plan:
@@ -742,6 +750,6 @@ def format_plan(plan: Plan) -> str:
     else:
         lines.append(
             f"Recommended: {best.options.describe()} ({best.parts.total / GIB:.1f} GiB of "
-            f"{plan.gpu_memory_bytes / GIB:g}): {plan.flags(best.options)}"
+            f"{plan.gpu_memory_bytes / GIB:g}):\n  {plan.command(best.options)}"
         )
     return "\n".join(lines)
