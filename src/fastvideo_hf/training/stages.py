@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
+    DistributedType,
     InitProcessGroupKwargs,
     ProjectConfiguration,
 )
@@ -86,10 +88,22 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
         ],
         cpu=not torch.accelerator.is_available(),
     )
+    if _launched_with_fsdp() and accelerator.distributed_type != DistributedType.FSDP:
+        # Accelerate 1.15 (AcceleratorState) switches to FSDP only for multi-accelerator runs: on CPU processes the
+        # launch config's FSDP section is dropped without a word, and the run is plain DDP over gloo.
+        logger.warning(
+            "the launch config asks for FSDP, but Accelerate runs FSDP only on GPUs (or other accelerators): this "
+            "run is %s, every process holds the whole model",
+            accelerator.distributed_type,
+        )
     if accelerator.state.deepspeed_plugin is not None:
         # Our batch sampler hides the batch size from Accelerate, which DeepSpeed needs.
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = args.train_batch_size
     return accelerator
+
+
+def _launched_with_fsdp() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
 def load_transformer_to_train(args: argparse.Namespace, spec: WanModelSpec) -> tuple[torch.nn.Module, str]:
