@@ -114,7 +114,8 @@ def vsa_settings(args: argparse.Namespace) -> tuple[float | None, str, Path | No
         gates_folder = Path(args.transformer) / "transformer"
     else:
         base = _local_transformer_folder(args.pretrained_model_name_or_path)
-        gates_folder = base if base is not None and vsa_gate_naming(base) else None
+        has_gates = base is not None and any(base.glob("*.safetensors")) and vsa_gate_naming(base)
+        gates_folder = base if has_gates else None  # (a .bin-only base has no gates to read either)
     if args.vsa_sparsity is not None:
         return args.vsa_sparsity, "--vsa_sparsity", gates_folder
     weights_folder = gates_folder or _local_transformer_folder(args.pretrained_model_name_or_path)
