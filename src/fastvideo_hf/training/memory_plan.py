@@ -75,6 +75,7 @@ class KnownModel:
     config: dict  # the transformer's config.json (diffusers' scripts/convert_wan_to_diffusers.py)
     experts: tuple[str, ...] = ("transformer",)  # Wan2.2 A14B: the high- and the low-noise expert
     vae_scale_spatial: int = 8  # Wan2.2 TI2V-5B's VAE compresses 16x spatially
+    expand_timesteps: bool = False  # Wan2.2 TI2V-5B: one timestep, so one modulation, per token
 
 
 _WAN_14B = {
@@ -112,6 +113,7 @@ KNOWN_MODELS = {
         {**_WAN_14B, "num_attention_heads": 24, "ffn_dim": 14336, "num_layers": 30, "in_channels": 48,
          "out_channels": 48},
         vae_scale_spatial=16,
+        expand_timesteps=True,
     ),
 }  # fmt: skip
 
@@ -125,6 +127,7 @@ class ModelShape:
     experts: tuple[str, ...]
     vae_scale_spatial: int
     vae_scale_temporal: int = 4
+    expand_timesteps: bool = False
 
 
 def known_model(name: str) -> KnownModel | None:
@@ -144,7 +147,9 @@ def resolve_model(name_or_path: str, revision: str | None = None) -> ModelShape:
     """
     known = known_model(name_or_path)
     if known is not None:
-        return ModelShape(known.hub_id, known.config, known.experts, known.vae_scale_spatial)
+        return ModelShape(
+            known.hub_id, known.config, known.experts, known.vae_scale_spatial, expand_timesteps=known.expand_timesteps
+        )
     folder = Path(name_or_path)
     if folder.is_dir():
         if not (folder / "model_index.json").is_file() and (folder / "config.json").is_file():
@@ -162,6 +167,7 @@ def resolve_model(name_or_path: str, revision: str | None = None) -> ModelShape:
         experts,
         vae.get("scale_factor_spatial") or 8,
         vae.get("scale_factor_temporal") or 4,
+        bool(index.get("expand_timesteps")),
     )
 
 
@@ -225,7 +231,6 @@ class ParameterCounts:
     fp8_per_block: int
     largest_layer: int  # the biggest Linear / Conv: what leaf-level offload keeps on the GPU
     lora: int  # lora_A + lora_B of every matched Linear, for the given rank and targets
-    lora_per_block: int
     lora_layers_per_block: tuple[str, ...]  # block-relative names of the adapted Linears
 
 
@@ -268,7 +273,6 @@ def count_parameters(
         fp8_per_block=fp8_block,
         largest_layer=max(numel(m) for m in layers),
         lora=sum(lora_sizes.values()),
-        lora_per_block=sum(size for name, size in lora_sizes.items() if name.startswith("blocks.0.")),
         lora_layers_per_block=tuple(in_block),
     )
 
@@ -359,19 +363,19 @@ class ActivationBytes:
     """Saved-for-backward bytes of one forward, per process: ``per_block`` for a block the gradient flows into,
     ``block_input`` what checkpointing keeps per block, ``outside`` the rest (embeddings, head, loss, RoPE),
     ``first_block_saving`` what block 0 saves less when no gradient reaches its input (a LoRA's frozen patch
-    embedding), ``held_context`` the context tokens that checkpointing holds as every block's input when no layer
-    saves them already."""
+    embedding), ``held_once`` what checkpointing holds once as an input of every block and no layer saves (the context
+    tokens, per-token modulations)."""
 
     per_block: int
     block_input: int
     outside: int
     first_block_saving: int
-    held_context: int
+    held_once: int
     workspace: int
 
     def retained(self, blocks: int, checkpointing: bool) -> int:
         if checkpointing:
-            return blocks * self.block_input + self.outside + self.held_context
+            return blocks * self.block_input + self.outside + self.held_once
         return blocks * self.per_block - self.first_block_saving + self.outside
 
 
@@ -415,6 +419,7 @@ def block_activation_bytes(
     lora_rank: int = 0,
     lora_layers: tuple[str, ...] = (),
     peft_casts_input: bool = True,
+    per_token_modulation: bool = False,
     context_tokens: int = WAN_MAX_SEQUENCE_LENGTH,
 ) -> ActivationBytes:
     """The activation bytes of one sample of ``tokens`` video tokens, term by term from ``WanTransformerBlock``.
@@ -427,6 +432,8 @@ def block_activation_bytes(
     LayerNorm outputs, the gated attention and FFN outputs. A LoRA saves the inputs of its adapted Linears (peft casts
     each to float32 and autocast back, so each layer gets its own copy, unless fp8 casting turns peft's cast off) and
     the rank-``r`` input of each ``lora_B``. Per context token and block: the cross-attention's k, v and the k-norm.
+    With ``per_token_modulation`` (Wan2.2 TI2V-5B) the six modulations are per token: each block keeps their float32
+    sum (the gates are views of it) and the two ``1 + scale`` factors, and the time embedding runs per token.
     """
     a = compute_bytes
     dim = config["num_attention_heads"] * config["attention_head_dim"]
@@ -484,6 +491,14 @@ def block_activation_bytes(
         in_width = config["in_channels"] * math.prod(config.get("patch_size", (1, 2, 2)))
         outside += 4 * dim + a * dim + a * in_width  # modulated norm_out output, proj_out input, patch input
         outside_text += context_tokens * (a * config["text_dim"] + 2 * a * dim)  # text embedder's inputs
+    modulation_input = 0
+    if per_token_modulation:
+        video += 6 * 4 * dim + 2 * 4 * dim  # the float32 sum of the six modulations, the two (1 + scale)
+        modulation_input = 6 * a * dim  # timestep_proj, every block's input
+        if full:  # norm_out's (1 + scale), the time embedder's inputs and SiLU inputs
+            outside += 4 * dim + 4 * a * dim + a * config["freq_dim"]
+        else:
+            outside += a * dim  # norm_out's (1 + scale), in the model's dtype
     per_block = tokens * video + context_tokens * text + image_tokens * image + per_block_extra
     # backward of one block: the gradients of the residual stream (float32 inside the block) beside the larger of the
     # attention's (flash dq, dk, dv, incoming dout, a float32 dq accumulator, softmax sums) and the FFN's two gradients
@@ -493,8 +508,8 @@ def block_activation_bytes(
         per_block=per_block,
         block_input=tokens * a * dim,
         outside=tokens * outside + outside_text,
-        first_block_saving=0 if full else tokens * (4 * dim + 8),
-        held_context=0 if once["text"] else (context_tokens + image_tokens) * a * dim,
+        first_block_saving=0 if full else tokens * (4 * dim + 8 + 4 * dim * per_token_modulation),
+        held_once=(0 if once["text"] else (context_tokens + image_tokens) * a * dim) + tokens * modulation_input,
         workspace=workspace,
     )
 
@@ -524,6 +539,7 @@ def estimate(model: ModelShape, counts: ParameterCounts, setup: TrainingSetup, o
         setup.rank if lora else 0,
         counts.lora_layers_per_block,
         peft_casts_input=a < 4 and not options.layerwise_casting,
+        per_token_modulation=model.expand_timesteps,
     )
 
     if lora:
@@ -581,12 +597,12 @@ def _lora_weights(counts: ParameterCounts, options: Options, a: int) -> tuple[in
     return weights, copies
 
 
-def option_combinations(setup: TrainingSetup, heads: int) -> list[Options]:
+def option_combinations(setup: TrainingSetup) -> list[Options]:
     """Every combination the training scripts accept: fp8 casting and group offload only for a LoRA (train_wan.py
     refuses them), offload only on one GPU (memory_savers refuses it under DDP), neither under FSDP; context
     parallel degrees that divide the GPUs."""
     lora = setup.mode == "lora"
-    degrees = [p for p in range(1, setup.num_gpus + 1) if setup.num_gpus % p == 0 and _ulysses_ring(p, heads)]
+    degrees = [p for p in range(1, setup.num_gpus + 1) if setup.num_gpus % p == 0]
     combos = []
     for ckpt, fp8, offload, degree, fsdp in itertools.product(
         (False, True),
@@ -667,7 +683,7 @@ def make_plan(model: ModelShape, setup: TrainingSetup, gpu_memory_gib: float) ->
         raise ValueError(f"--lora_target_modules {','.join(setup.lora_targets)}: no Linear of this model matches")
     tokens = latent_tokens(model, setup.height, setup.width, setup.num_frames)
     plan = Plan(model, setup, counts, tokens, int(gpu_memory_gib * GIB))
-    for options in option_combinations(setup, model.config["num_attention_heads"]):
+    for options in option_combinations(setup):
         parts = estimate(model, counts, setup, options)
         plan.rows.append(PlanRow(options, parts, parts.total <= plan.gpu_memory_bytes))
     return plan
