@@ -9,15 +9,15 @@ What is exact and what is modelled:
 - Parameters, gradients and optimizer states are counted from the real module tree: the trained model's weights
   (float32 master weights in a full finetune, as ``train_wan.py`` keeps them; the mixed-precision dtype for a LoRA's
   frozen base, fp8 for the layers diffusers' ``enable_layerwise_casting`` casts, found by running it on the meta
-  model),
-  the LoRA's float32 ``lora_A`` / ``lora_B`` of every matched Linear, float32 gradients, and AdamW's ``exp_avg`` and
-  ``exp_avg_sq`` (its per-parameter ``step`` is a CPU scalar). The tests check these byte for byte against a real
-  model and a real AdamW step.
+  model), the LoRA's float32 ``lora_A`` / ``lora_B`` of every matched Linear, float32 gradients, and AdamW's
+  ``exp_avg`` and ``exp_avg_sq`` (its per-parameter ``step`` is a CPU scalar). The tests check these byte for byte
+  against a real model and a real AdamW step.
 - Activations are the tensors autograd saves for backward, derived term by term from diffusers'
   ``WanTransformerBlock`` (see ``block_activation_bytes``) and checked against ``torch.autograd.graph``'s
-  saved-tensor hooks on tiny models at two sizes (within 15%, measured within 3%). Those measurements run on the CPU;
-  on CUDA, the fused RMSNorm may save its bf16 input where the CPU composite saves a float32 copy, so the estimate errs
-  high there by up to ~6% of a block.
+  saved-tensor hooks on tiny models at two sizes (within 15%, measured within 7%). Those measurements run on the CPU,
+  where RMSNorm saves a float32 copy of its input. On CUDA, when input and weight share a dtype (a LoRA's bf16 base,
+  FSDP's bf16 parameters) and autocast leaves it alone, the fused RMSNorm may save the bf16 input instead: the
+  estimate is then high by 6 bytes x hidden size per token and block (about 11% of a 14B LoRA block).
 - The rest is modelled, and named as such in ``ASSUMPTIONS``: the backward workspace of one block, what diffusers'
   group offloading and fp8 casting keep on the GPU (autograd keeps the compute-dtype copy of every weight a forward
   used until its backward, so both save memory at the peak only with gradient checkpointing), FSDP2's unsharded blocks
@@ -689,12 +689,13 @@ def make_plan(model: ModelShape, setup: TrainingSetup, gpu_memory_gib: float) ->
     return plan
 
 
-def largest_fitting_frames(model: ModelShape, setup: TrainingSetup, plan: Plan) -> int | None:
+def largest_fitting_frames(plan: Plan) -> int | None:
     """When nothing fits: the most frames (4k+1, as Wan's VAE takes them) that some combination fits, or None."""
-    combos = [row.options for row in plan.rows]
-    for frames in range(setup.num_frames - 4, 0, -4):
-        smaller = replace(setup, num_frames=frames)
-        if any(estimate(model, plan.counts, smaller, o).total <= plan.gpu_memory_bytes for o in combos):
+    for frames in range(plan.setup.num_frames - 4, 0, -4):
+        smaller = replace(plan.setup, num_frames=frames)
+        if any(
+            estimate(plan.model, plan.counts, smaller, row.options).total <= plan.gpu_memory_bytes for row in plan.rows
+        ):
             return frames
     return None
 
@@ -760,7 +761,7 @@ def format_plan(plan: Plan) -> str:
             f"Nothing fits in {plan.gpu_memory_bytes / GIB:g} GiB: the smallest is "
             f"{smallest.parts.total / GIB:.1f} GiB ({smallest.options.describe()})."
         )
-        frames = largest_fitting_frames(plan.model, setup, plan)
+        frames = largest_fitting_frames(plan)
         if frames is not None:
             lines.append(f"With --num_frames {frames} (or a smaller size) a combination fits; or add GPUs.")
     else:
