@@ -194,10 +194,17 @@ def test_two_process_accelerate_launch_equals_one_process_over_mixed_buckets(
 
     # each process collates its half of every global batch, one shape per half; together they are the batches
     # of the 1-process run, so each epoch sees every row with one shape per batch
+    shapes, epochs = sampler_epochs(mixed_latents, GLOBAL_BATCH, EPOCHS)
     ranks = [recorded_batches(log, rank) for rank in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == len(full_batches) == EPOCHS * 3
+    assert len(ranks[0]) == len(ranks[1]) == len(full_batches) == EPOCHS * len(epochs[0])
+    together = []
     for first, second, whole in zip(*ranks, full_batches, strict=True):
+        assert len(first["rows"]) == len(second["rows"]) == 1
         assert first["rows"] + second["rows"] == whole["rows"]
         assert first["shape"] == second["shape"] == whole["shape"]
+        assert all(list(shapes[row]) == first["shape"] for row in whole["rows"])
+        together.append(first["rows"] + second["rows"])
+    assert together == epochs[0] + epochs[1]
+    assert all({row for batch in epoch for row in batch} == set(range(len(shapes))) for epoch in epochs)
     # same samples, noise and sigmas: only the float order of the gradient all-reduce differs
     assert_same_weights(output / LORA_WEIGHTS, full / LORA_WEIGHTS, atol=1e-5)
