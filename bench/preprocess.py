@@ -35,7 +35,21 @@ build the first and last chunk. Goal: under 30 s and under 1 GiB each.
 held to one torch thread, once decoding in-process (``--num_workers 0``: decode and encode one after the other)
 and once with one decode worker. From the in-process run, ``decode`` (decode, sample, resize) and ``encode`` (text
 + VAE + write) seconds; the worker run's wall time is compared with ``decode + encode`` and with ``encode`` alone.
-Goal: wall <= 1.1 x max(decode, encode), i.e. decoding hidden. The listed files do not exist (a million
+Goal: wall <= 1.1 x max(decode, encode), i.e. decoding hidden.
+
+``--workers_rss`` measures memory with decode workers (issue 10, section 5): N and 4N videos, each with
+``--num_workers 4`` (``--workers``), ``--repeats`` times interleaved. The workers are forkserver processes, i.e.
+grandchildren of the run, so ``ru_maxrss`` of the run misses them: the parent polls the whole process tree of the
+run (every 20 ms) and records the peak of the summed RSS of all its processes (shared pages count once per
+process: an upper bound) and the peak of its largest one. Goal: median tree peak at 4N <= 1.1 x at N.
+
+``--seek`` measures the decode of the clips of one long video (``--seek_seconds``, default 60 s at 30 fps, a
+keyframe every ``--seek_keyint`` frames), as ``--frame_extraction chunk`` cuts it into back-to-back clips of
+``--num_frames`` at ``--fps``: per backend, the time of the last clip with ``decode_clip`` (which starts at the
+keyframe before the clip) and with the decode it replaced (from the first frame up to the clip's last frame,
+inlined here), checking both give the same bytes, and the time of all clips each way.
+
+The listed files of ``--listing`` do not exist (a million
 files would measure the file system): a merged folder's entry then costs two failed ``stat`` calls instead of one
 successful one, so its time is an upper bound.
 """
@@ -51,6 +65,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +82,8 @@ LISTING_KINDS = ("hf_parquet", "merged_json")
 # passed on to each measured run
 RUN_FLAGS = ("height", "width", "num_frames", "fps", "samples_per_file", "num_workers", "torch_threads")
 OVERLAP_GOAL = 1.10  # wall with one decode worker <= 1.1 x max(decode, encode): decoding hidden behind encoding
+TREE_POLL_SECONDS = 0.02  # how often --workers_rss reads the RSS of every process of a run
+SEEK_SOURCE_FPS = 30  # frame rate of the long video of --seek
 
 
 def model_dir(work_dir: Path) -> Path:
@@ -164,7 +181,8 @@ def prepare_inputs(work_dir: Path, counts: list[int]) -> None:
 
 
 def measure(args: argparse.Namespace, num_videos: int, repeat: int) -> dict[str, Any]:
-    """Run this script with ``--_child num_videos`` in a fresh interpreter and return its measurements.
+    """Run this script with ``--_child num_videos`` in a fresh interpreter and return its measurements, with the
+    peak RSS of its whole process tree (decode workers included) as the parent saw it.
 
     The output folder is removed first: ``write_to_folder`` resumes, so a finished folder would encode nothing.
     """
@@ -172,11 +190,62 @@ def measure(args: argparse.Namespace, num_videos: int, repeat: int) -> dict[str,
     command = [sys.executable, __file__, "--_child", str(num_videos), "--work_dir", str(args.work_dir)]
     for flag in RUN_FLAGS:
         command += [f"--{flag}", str(getattr(args, flag))]
-    child = subprocess.run(command, capture_output=True, text=True)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tree = TreeRssPoller(child.pid)
+    stdout, stderr = child.communicate()
+    tree.stop()
     if child.returncode != 0:
-        sys.stderr.write(child.stderr)
+        sys.stderr.write(stderr)
         raise SystemExit(f"preprocessing {num_videos} videos failed with exit code {child.returncode}")
-    return {"repeat": repeat, **json.loads(child.stdout.strip().splitlines()[-1])}
+    return {"repeat": repeat, **json.loads(stdout.strip().splitlines()[-1]), **tree.peaks()}
+
+
+class TreeRssPoller:
+    """Polls the RSS of a process and all its descendants in a thread until ``stop()``.
+
+    Decode workers come from a forkserver: grandchildren of the run, which neither the run's own ``ru_maxrss``
+    nor (they are not waited for by the run) its ``RUSAGE_CHILDREN`` counts; so the tree is walked from outside.
+    """
+
+    def __init__(self, pid: int, interval: float = TREE_POLL_SECONDS):
+        import psutil
+
+        self.root, self.interval = psutil.Process(pid), interval
+        self.peak_sum = self.peak_single = 0.0
+        self.max_processes = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        import psutil
+
+        while not self._done.is_set():
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:  # the run has exited
+                return
+            sizes = []
+            for process in processes:
+                try:
+                    sizes.append(process.memory_info().rss / MIB)
+                except psutil.NoSuchProcess:  # a worker that exited between the listing and the read
+                    continue
+            self.peak_sum = max(self.peak_sum, sum(sizes))
+            self.peak_single = max(self.peak_single, max(sizes, default=0.0))
+            self.max_processes = max(self.max_processes, len(sizes))
+            self._done.wait(self.interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def peaks(self) -> dict[str, float]:
+        return {
+            "tree_peak_rss_mib": self.peak_sum,
+            "tree_largest_process_peak_rss_mib": self.peak_single,
+            "tree_max_processes": self.max_processes,
+        }
 
 
 def rss_growth_mib(run: dict[str, Any]) -> float:
@@ -412,6 +481,164 @@ def overlap_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def workers_rss_main(args: argparse.Namespace) -> int:
+    """``--workers_rss``: peak RSS of the whole process tree with ``--workers`` decode workers, N against 4N."""
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
+    counts = [args.num_videos, 4 * args.num_videos]
+    prepare_inputs(args.work_dir, counts)
+    args.num_workers = args.workers
+    runs = [measure(args, num_videos, repeat) for repeat in range(args.repeats) for num_videos in counts]
+    peaks = {count: [run["tree_peak_rss_mib"] for run in runs if run["num_videos"] == count] for count in counts}
+    medians = {count: statistics.median(values) for count, values in peaks.items()}
+    ratio = medians[counts[1]] / medians[counts[0]]
+    pairs = zip(runs[::2], runs[1::2], strict=True)  # (N, 4N) of each repeat
+    repeat_ratios = [large["tree_peak_rss_mib"] / small["tree_peak_rss_mib"] for small, large in pairs]
+    verdict = "PASS" if ratio <= RSS_GOAL else "FAIL"
+    size = f"{args.num_frames}x{args.height}x{args.width} at {args.fps:g} fps"
+    print(f"## peak RSS with {args.workers} decode workers ({size}, tiny Wan, {os.cpu_count()} CPUs)\n")
+    print("| order | repeat | videos | wall s | processes | tree peak RSS MiB | largest MiB | main VmHWM MiB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for order, run in enumerate(runs, start=1):
+        print(
+            f"| {order} | {run['repeat'] + 1} | {run['num_videos']} | {run['wall_seconds']:.2f} | "
+            f"{run['tree_max_processes']} | {run['tree_peak_rss_mib']:.0f} | "
+            f"{run['tree_largest_process_peak_rss_mib']:.0f} | {run['peak_rss_mib']:.0f} |"
+        )
+    print(
+        f"\nmedian tree peak RSS: {counts[0]} videos {medians[counts[0]]:.0f} MiB, {counts[1]} videos "
+        f"{medians[counts[1]]:.0f} MiB; {counts[1]} / {counts[0]} = {ratio:.3f} -> {verdict} (goal <= {RSS_GOAL:.2f}; "
+        "per-repeat ratios " + ", ".join(f"{value:.3f}" for value in repeat_ratios) + ")"
+    )
+    report = {
+        "settings": {"workers": args.workers, "repeats": args.repeats, "num_videos": args.num_videos, "size": size},
+        "runs": runs,
+        "median_tree_peak_rss_mib": {str(count): value for count, value in medians.items()},
+        "ratio": ratio,
+        "ratio_per_repeat": repeat_ratios,
+        "goal": RSS_GOAL,
+        "verdict": verdict,
+    }
+    output = args.output_json.with_name("preprocess_workers_rss.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {output}")
+    return 0 if verdict == "PASS" else 1
+
+
+def write_long_video(path: Path, seconds: float, fps: int, keyint: int, height: int, width: int) -> Path:
+    """An H.264 mp4 of a bright square crossing a gradient, a keyframe every ``keyint`` frames, written frame by
+    frame (a minute of pictures never sits in memory)."""
+    import av
+    import numpy as np
+
+    gradient = np.zeros((height, width, 3), dtype=np.uint8)
+    gradient[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
+    gradient[..., 1] = np.linspace(0, 200, height, dtype=np.uint8)[:, None]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        params = f"keyint={keyint}:min-keyint={keyint}:scenecut=0"
+        stream.options = {"crf": "23", "preset": "veryfast", "threads": "1", "x264-params": params}
+        for index in range(round(seconds * fps)):
+            image = gradient.copy()
+            x, y = (7 * index) % (width - 32), (3 * index) % (height - 32)
+            image[y : y + 32, x : x + 32] = 255
+            image[..., 2] = index % 256  # every frame differs
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def decode_from_first_frame(path: Path, backend: str, fps: float, num_frames: int, start: float):
+    """The sampled frames of one clip the way ``decode_clip`` read them before it seeked: decoding from the first
+    frame up to the clip's last one (after the same timestamp read), as uint8 ``[T, H, W, 3]``."""
+    import numpy as np
+    import torch
+
+    from fastvideo_hf.preprocess.frame_sampling import sample_frame_indices
+    from fastvideo_hf.preprocess.video_decode import read_frame_times
+
+    indices = sample_frame_indices(read_frame_times(str(path), backend), fps, num_frames, start)
+    wanted, last = set(indices), max(indices)
+    kept: dict[int, np.ndarray] = {}
+    if backend == "pyav":
+        import av
+
+        with av.open(str(path)) as container:
+            for position, frame in enumerate(container.decode(video=0)):
+                if position in wanted:
+                    kept[position] = frame.to_ndarray(format="rgb24")
+                if position >= last:
+                    break
+    else:
+        import decord
+
+        reader = decord.VideoReader(str(path), num_threads=1)
+        for run in range(0, last + 1, 16):
+            batch = reader.get_batch(list(range(run, min(run + 16, last + 1)))).asnumpy()
+            kept.update({run + offset: frame for offset, frame in enumerate(batch) if run + offset in wanted})
+    return torch.from_numpy(np.stack([kept[index] for index in indices]))
+
+
+def seek_main(args: argparse.Namespace) -> int:
+    """``--seek``: decode time of the clips of one long video, seeking against decoding from the first frame."""
+    import torch
+
+    from fastvideo_hf.preprocess.buckets import plan_clips
+    from fastvideo_hf.preprocess.video_decode import available_backends, decode_clip, read_frame_times
+
+    height, width = (int(value) for value in args.seek_size.split("x"))
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    path = args.work_dir / f"long_{args.seek_seconds:g}s_{height}x{width}_keyint{args.seek_keyint}.mp4"
+    if not path.exists():
+        write_long_video(path, args.seek_seconds, SEEK_SOURCE_FPS, args.seek_keyint, height, width)
+    starts = plan_clips(read_frame_times(str(path)), args.fps, [args.num_frames], "chunk").starts
+    results = []
+    for backend in available_backends():
+        seconds_per_clip = []
+        for start in starts:
+            started = time.perf_counter()
+            clip = decode_clip(str(path), args.fps, args.num_frames, backend=backend, start=start)
+            seconds_per_clip.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        before = decode_from_first_frame(path, backend, args.fps, args.num_frames, starts[-1])
+        before_seconds = time.perf_counter() - started
+        results.append(
+            {
+                "backend": backend,
+                "last_clip_start": starts[-1],
+                "last_clip_seconds_before": before_seconds,
+                "last_clip_seconds_after": seconds_per_clip[-1],
+                "same_bytes": bool(torch.equal(before, clip.frames)),
+                "all_clips_seconds_after": sum(seconds_per_clip),
+                "first_clip_seconds_after": seconds_per_clip[0],
+            }
+        )
+    print(
+        f"## clips of one {args.seek_seconds:g} s video ({width}x{height} H.264 at {SEEK_SOURCE_FPS} fps, a keyframe "
+        f"every {args.seek_keyint} frames; chunk clips of {args.num_frames} frames at {args.fps:g} fps: "
+        f"{len(starts)} clips, the last from {starts[-1]:.2f} s)\n"
+    )
+    print(
+        "| backend | last clip, from the first frame s | last clip, from its keyframe s | speed-up | same bytes "
+        "| first clip s | all clips s |"
+    )
+    print("|---|---:|---:|---:|---|---:|---:|")
+    for result in results:
+        before, after = result["last_clip_seconds_before"], result["last_clip_seconds_after"]
+        print(
+            f"| {result['backend']} | {before:.3f} | {after:.3f} | {before / after:.1f}x | {result['same_bytes']} | "
+            f"{result['first_clip_seconds_after']:.3f} | {result['all_clips_seconds_after']:.2f} |"
+        )
+    output = args.output_json.with_name("preprocess_seek.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    settings = {"seconds": args.seek_seconds, "keyint": args.seek_keyint, "size": args.seek_size, "clips": len(starts)}
+    output.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
+    print(f"\nwritten to {output}")
+    return 0 if all(result["same_bytes"] for result in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -449,6 +676,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overlap", action="store_true", help="Measure decoding in one worker against in-process decoding instead."
     )
+    parser.add_argument(
+        "--workers_rss",
+        action="store_true",
+        help="Measure the peak RSS of the process tree with --workers decode workers, N against 4N videos, instead.",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="Decode workers of each --workers_rss run.")
+    parser.add_argument(
+        "--seek", action="store_true", help="Measure the decode of the clips of one long video (seek vs from 0)."
+    )
+    parser.add_argument("--seek_seconds", type=float, default=60.0, help="Length of the --seek video.")
+    parser.add_argument("--seek_keyint", type=int, default=60, help="Frames between keyframes of the --seek video.")
+    parser.add_argument("--seek_size", default="360x640", help="HEIGHTxWIDTH of the --seek video.")
     parser.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)  # internal: one measured run
     parser.add_argument(
         "--listing", action="store_true", help="Measure listing and planning --listing_rows inputs instead."
@@ -472,6 +711,10 @@ def main() -> int:
         return listing_main(args)
     if args.overlap:
         return overlap_main(args)
+    if args.workers_rss:
+        return workers_rss_main(args)
+    if args.seek:
+        return seek_main(args)
     if 4 * args.num_videos <= GROWTH_FROM_VIDEO:
         parser.error(f"--num_videos must be above {GROWTH_FROM_VIDEO // 4} so that 4N exceeds {GROWTH_FROM_VIDEO}")
     if args.repeats < 1:
