@@ -200,7 +200,8 @@ def _invocations(command: list[str], recipe: Path) -> list[Invocation]:
     if head == "fastvideo-hf":
         return [Invocation("preprocess" if command[1] == "preprocess" else f"fastvideo-hf {command[1]}", command[2:])]
     if head == "bash" and command[1].endswith(".sh"):
-        target = (recipe.parent / command[1].replace("$HERE/", "")).resolve()
+        path = command[1].replace("$HERE/", f"{recipe.parent}/").replace("$REPO/", f"{REPO}/")
+        target = (recipe.parent / path).resolve()
         return [Invocation(f"recipe:{target}", command[2:])]
     if head in UNCHECKED_COMMANDS:
         return [Invocation(head, command[1:])]

@@ -45,8 +45,10 @@ PY
 fi
 
 # FastVideo: train_batch_size 1 x gradient_accumulation_steps 1 on 8 GPUs with sp_size 8, i.e. all 8 GPUs share one
-# clip (sequence parallel): global batch 1. We have no sequence parallelism: each GPU takes its own clip, so the
-# global batch is NUM_GPUS (8) per step. The learning rate is kept at FastVideo's 1e-5.
+# clip (sequence parallel): global batch 1. Our default is data parallel: each GPU takes its own clip, so the
+# global batch is NUM_GPUS (8) per step. The learning rate is kept at FastVideo's 1e-5. FastVideo's exact setup is
+# bash <this file> --context_parallel_ulysses 8: the 8 GPUs share each clip (8 divides the 40 heads of 14B and the
+# 31,200 tokens of 480x832x77), global batch 1 (as ../wan2.1_t2v_14b/finetune_full_context_parallel.sh does for T2V).
 TRAIN_BATCH_SIZE=1
 GRAD_ACCUM=1
 

@@ -49,8 +49,10 @@ PY
 fi
 
 # FastVideo: train_batch_size 1 x gradient_accumulation_steps 1 on 4 GPUs with sp_size 4, i.e. the 4 GPUs share one
-# clip (sequence parallel): global batch 1. We have no sequence parallelism: each GPU takes its own clip, so the
-# global batch is NUM_GPUS per step (NUM_GPUS=1 reproduces FastVideo's batch of 1).
+# clip (sequence parallel): global batch 1. Our default is data parallel: each GPU takes its own clip, so the
+# global batch is NUM_GPUS per step (NUM_GPUS=1 reproduces FastVideo's batch of 1). FastVideo's exact setup is
+# bash <this file> --context_parallel_ulysses 4: the 4 GPUs share each clip (4 divides the 40 heads of 14B and the
+# 31,200 tokens of 480x832x77), global batch 1.
 TRAIN_BATCH_SIZE=1
 GRAD_ACCUM=1
 
@@ -84,7 +86,7 @@ args=(
   --adam_epsilon 1e-8                    # FastVideo AdamW eps
   --max_grad_norm 1.0                    # FastVideo I2V-14B LoRA: training.optimizer.max_grad_norm 1.0
   --mixed_precision bf16                 # frozen base in bf16, LoRA weights in fp32
-  --gradient_checkpointing               # needed for 14B at 480x832x77 (31,200 tokens) without sequence parallelism
+  --gradient_checkpointing               # needed for 14B at 480x832x77 (31,200 tokens) with a whole clip per GPU
   --weighting_scheme uniform             # FastVideo default timestep density
   --flow_shift 3.0                       # FastVideo I2V-14B VSA recipe --flow_shift 3; diffusers: 3.0 for 480p;
                                          # Wan2.1's own I2V 480p sampling shift 3.0

@@ -23,8 +23,10 @@ DATA="${DATA:-data/crush-smol}"
 OUT="${OUT:-data/crush-smol_latents_i2v_14b_480p}"
 NUM_GPUS="${NUM_GPUS:-8}"            # FastVideo's I2V-14B example uses GPU_NUM=1 ("2,4,8"); any count gives the same shards
 # 77 frames = 20 latent frames (FastVideo --preprocess.num_frames 77). FastVideo's I2V-14B finetunes then train on
-# num_latent_t 8 latent frames per clip (with 8-way sequence parallelism). We have no sequence parallelism and train
-# on whatever the dataset holds: if a 14B step does not fit, NUM_FRAMES=29 gives 8 latent frames (1.8 s at 16 fps).
+# num_latent_t 8 latent frames per clip (with 8-way sequence parallelism). Our finetunes train on whatever the
+# dataset holds, by default a whole clip per GPU (data parallel). If a 14B step does not fit, share each clip over
+# GPUs (--context_parallel_ulysses, FastVideo's sp_size; see finetune_full.sh), or encode shorter clips:
+# NUM_FRAMES=29 gives 8 latent frames (1.8 s at 16 fps; 12,480 tokens, which 2, 4 and 8 divide).
 NUM_FRAMES="${NUM_FRAMES:-77}"
 HUB_DATASET_ID="${HUB_DATASET_ID:-}" # set to user/name to push the finished dataset to the Hub
 

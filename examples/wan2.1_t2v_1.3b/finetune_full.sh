@@ -21,8 +21,12 @@ REPORT_TO="${REPORT_TO:-tensorboard}"               # FastVideo logs to wandb; t
 HUB_MODEL_ID="${HUB_MODEL_ID:-}"                    # set to user/name to push OUT/transformer with a model card
 
 # FastVideo: train_batch_size 1 x gradient_accumulation_steps 8 on 4 GPUs with sp_size 4, i.e. the 4 GPUs share one
-# sample (sequence parallel) and the global batch is 8. We have no sequence parallelism (each GPU takes its own
-# clip), so we keep the global batch at 8 by accumulating 8 / NUM_GPUS micro-batches.
+# sample (sequence parallel) and the global batch is 8. Our default is data parallel (each GPU takes its own clip),
+# so we keep the global batch at 8 by accumulating 8 / NUM_GPUS micro-batches. FastVideo's exact setup is context
+# parallelism: bash <this file> --context_parallel_ulysses 4 --gradient_accumulation_steps 8 (the 4 GPUs share each
+# clip: 1 clip x 8 accumulation = 8). The degree must divide the 12 attention heads of 1.3B (2, 3, 4, 6, 12; not 8)
+# and NUM_GPUS (which this script also wants to divide 8: so 2 or 4); the accumulation for a global batch of 8 is
+# then 8 / (NUM_GPUS / degree), e.g. NUM_GPUS=8 with --context_parallel_ulysses 4 --gradient_accumulation_steps 4.
 TRAIN_BATCH_SIZE=1
 GLOBAL_BATCH=8
 if (( GLOBAL_BATCH % (NUM_GPUS * TRAIN_BATCH_SIZE) != 0 )); then

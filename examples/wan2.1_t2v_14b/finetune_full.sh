@@ -24,8 +24,10 @@ REPORT_TO="${REPORT_TO:-tensorboard}"               # FastVideo logs to wandb; t
 HUB_MODEL_ID="${HUB_MODEL_ID:-}"                    # set to user/name to push OUT/transformer with a model card
 
 # FastVideo: train_batch_size 1 x gradient_accumulation_steps 1 on 8 GPUs with sp_size 8, i.e. all 8 GPUs share one
-# clip (sequence parallel): global batch 1. We have no sequence parallelism: each GPU takes its own clip, so the
-# global batch is NUM_GPUS (8) per step. The learning rate is kept at FastVideo's 1e-5.
+# clip (sequence parallel): global batch 1. Our default is data parallel: each GPU takes its own clip, so the
+# global batch is NUM_GPUS (8) per step. The learning rate is kept at FastVideo's 1e-5. FastVideo's exact setup
+# (--context_parallel_ulysses 8, which divides the 40 heads of 14B; global batch 1) is
+# finetune_full_context_parallel.sh in this folder.
 TRAIN_BATCH_SIZE=1
 GRAD_ACCUM=1
 

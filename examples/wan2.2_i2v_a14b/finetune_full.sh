@@ -64,7 +64,9 @@ PY
 fi
 
 # One clip per GPU per step, no accumulation (DiffSynth: batch 1; FastVideo I2V-14B: batch 1, accumulation 1, but
-# its 8 GPUs share one clip by sequence parallelism): the global batch is NUM_GPUS (8).
+# its 8 GPUs share one clip by sequence parallelism): the global batch is NUM_GPUS (8), data parallel. FastVideo's
+# global batch of 1 is bash <this file> --context_parallel_ulysses 8 (the 8 GPUs share each clip; 8 divides the 40
+# heads of each A14B expert and the 32,760 tokens of 480x832x81).
 TRAIN_BATCH_SIZE=1
 GRAD_ACCUM=1
 

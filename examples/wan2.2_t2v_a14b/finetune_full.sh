@@ -40,7 +40,9 @@ REPORT_TO="${REPORT_TO:-tensorboard}"               # tensorboard needs no accou
 HUB_MODEL_ID="${HUB_MODEL_ID:-}"                    # set to user/name to push the expert with a model card
 
 # One clip per GPU per step, no accumulation (DiffSynth: batch 1; FastVideo 14B: batch 1, accumulation 1, but its
-# 8 GPUs share one clip by sequence parallelism): the global batch is NUM_GPUS (8).
+# 8 GPUs share one clip by sequence parallelism): the global batch is NUM_GPUS (8), data parallel. FastVideo's
+# global batch of 1 is bash <this file> --context_parallel_ulysses 8 (the 8 GPUs share each clip; 8 divides the 40
+# heads of each A14B expert and the 32,760 tokens of 480x832x81).
 TRAIN_BATCH_SIZE=1
 GRAD_ACCUM=1
 
