@@ -86,16 +86,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the plan (and write ``--json``); 2 with a message when the model cannot be resolved offline."""
+    """Print the plan (and write ``--json``); 2 with a message when the model cannot be resolved offline or the
+    flags make no run."""
     for flag in ("height", "width", "num_frames", "train_batch_size", "rank", "num_gpus"):
         if getattr(args, flag) < 1:
             print(f"fastvideo-hf plan: error: --{flag} must be at least 1", file=sys.stderr)
             return 2
-    try:
-        model = resolve_model(args.pretrained_model_name_or_path, args.revision)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"fastvideo-hf plan: error: {error}", file=sys.stderr)
-        return 2
     targets = tuple(name.strip() for name in args.lora_target_modules.split(",") if name.strip())
     setup = TrainingSetup(
         mode=args.mode,
@@ -109,7 +105,11 @@ def run(args: argparse.Namespace) -> int:
         num_gpus=args.num_gpus,
         expert=args.expert,
     )
-    plan = make_plan(model, setup, args.gpu_memory)
+    try:
+        plan = make_plan(resolve_model(args.pretrained_model_name_or_path, args.revision), setup, args.gpu_memory)
+    except (FileNotFoundError, ValueError) as error:  # not resolvable offline, or LoRA targets matching nothing
+        print(f"fastvideo-hf plan: error: {error}", file=sys.stderr)
+        return 2
     print(format_plan(plan))
     if args.json:
         Path(args.json).write_text(json.dumps(plan_to_json(plan), indent=2) + "\n")

@@ -657,8 +657,8 @@ class Plan:
         words.append(
             "training_scripts/train_wan_lora.py" if self.setup.mode == "lora" else "training_scripts/train_wan.py"
         )
-        if self.setup.expert is not None:
-            words.append(f"--expert {self.setup.expert}")
+        if len(self.model.experts) > 1:  # the scripts need --expert for Wan2.2 A14B; high and low plan alike
+            words.append(f"--expert {self.setup.expert or 'high|low'}")
         if options.gradient_checkpointing:
             words.append("--gradient_checkpointing")
         if options.layerwise_casting:
