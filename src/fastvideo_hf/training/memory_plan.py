@@ -51,12 +51,14 @@ ASSUMPTIONS = (
     "activations: what autograd saves, term by term from diffusers' WanTransformerBlock (validated on the CPU within "
     "15%); text context 512 tokens, plus 257 CLIP tokens for Wan2.1 I2V",
     "gradient checkpointing keeps each block's input; one block is recomputed at a time during backward",
-    "workspace: the backward temporaries of one block (flash-attention dq/dk/dv and a float32 dq accumulator, FFN "
-    "gradients, the residual gradient) and, under context parallelism, one all-to-all copy of q/k/v/out",
+    "workspace: the backward temporaries of one block at its peak, the start of its backward (the FFN's two gradients "
+    "and the residual stream's, float32 inside the block) and, under context parallelism, one all-to-all copy of "
+    "q/k/v/out",
     "fp8 layerwise casting and group offload keep the weights a forward used on the GPU until their backward: they "
     "save memory at the peak only with gradient checkpointing (then one block's weights are live)",
-    "group offload block_level moves one block at a time (--offload_blocks_per_group 1, no stream); leaf_level one "
-    "layer, but the recomputed block's weights stay live during its backward as for block_level",
+    "group offload block_level moves one block at a time (--offload_blocks_per_group 1, no stream; "
+    "--offload_use_stream prefetches one more block); leaf_level one layer, but the recomputed block's weights stay "
+    "live during its backward as for block_level",
     "FSDP2 (full shard over --num_gpus) shards weights, gradients and optimizer states; two blocks are unsharded in "
     "the compute dtype at a time (current and prefetched) plus the root's own parameters and one block's gradients",
     "DDP (several GPUs, no FSDP) keeps a second copy of the gradients in its buckets",
@@ -500,10 +502,10 @@ def block_activation_bytes(
         else:
             outside += a * dim  # norm_out's (1 + scale), in the model's dtype
     per_block = tokens * video + context_tokens * text + image_tokens * image + per_block_extra
-    # backward of one block: the gradients of the residual stream (float32 inside the block) beside the larger of the
-    # attention's (flash dq, dk, dv, incoming dout, a float32 dq accumulator, softmax sums) and the FFN's two gradients
-    attention_backward = (4 * a + 4) * dim + 4 * heads
-    workspace = tokens * (2 * 4 * dim + max(attention_backward, 2 * a * ffn))
+    # A block's backward peaks at its start, in the FFN: every tensor the block saved is still live, plus the FFN's
+    # two gradients and the residual stream's (float32 inside the block). By the self-attention's backward the FFN's
+    # and cross-attention's saved tensors are freed, more than flash attention's dq, dk, dv and dq accumulator take.
+    workspace = tokens * (2 * 4 * dim + 2 * a * ffn)
     return ActivationBytes(
         per_block=per_block,
         block_input=tokens * a * dim,
