@@ -3,7 +3,8 @@
 Parameters, gradients and optimizer states must match a real instantiation byte for byte. Activations are measured
 with autograd's saved-tensor hooks (every tensor saved for backward, counted once per storage, the weights left out)
 on a tiny Wan transformer at two sizes, as a LoRA (bf16 base, float32 LoRA) and as a full finetune (float32 weights,
-bf16 autocast), with and without gradient checkpointing; the estimate must be within 15%.
+bf16 autocast), with and without gradient checkpointing, for Wan2.1 T2V, Wan2.1 I2V (CLIP tokens) and Wan2.2 TI2V's
+per-token timesteps; the estimate must be within 15%.
 """
 
 import json
@@ -43,15 +44,21 @@ TINY = {
     "rope_max_seq_len": 64,
 }
 TINY_SHAPE = ModelShape("tiny", TINY, ("transformer",), vae_scale_spatial=8)
+TINY_I2V = {**TINY, "image_dim": 24, "added_kv_proj_dim": 64}  # Wan2.1 I2V: CLIP tokens, image key/value projections
+VARIANTS = {  # the model shape, and how the step calls the transformer
+    "wan2.1-t2v": (TINY_SHAPE, {}),
+    "wan2.1-i2v": (replace(TINY_SHAPE, config=TINY_I2V), {"image": True}),
+    "ti2v-timesteps": (replace(TINY_SHAPE, expand_timesteps=True), {"per_token": True}),
+}
 RANK = 8
 # (latent frames, latent height, latent width) -> the pixel size the estimate takes
 SIZES = {(3, 16, 16): (128, 128, 9), (5, 16, 32): (128, 256, 17)}
 
 
-def tiny_lora_model(fp8: bool = False) -> torch.nn.Module:
+def tiny_lora_model(fp8: bool = False, config: dict = TINY) -> torch.nn.Module:
     """As train_wan_lora.py prepares it: frozen bf16 base, float32 LoRA, optionally fp8 storage."""
     torch.manual_seed(0)
-    model = WanTransformer3DModel.from_config(TINY)
+    model = WanTransformer3DModel.from_config(config)
     model.requires_grad_(False)
     model.to(dtype=torch.bfloat16)
     model.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=list(DEFAULT_LORA_TARGETS)))
@@ -61,18 +68,20 @@ def tiny_lora_model(fp8: bool = False) -> torch.nn.Module:
     return model
 
 
-def tiny_full_model() -> torch.nn.Module:
+def tiny_full_model(config: dict = TINY) -> torch.nn.Module:
     """As train_wan.py prepares it: every weight trained, float32 master weights."""
     torch.manual_seed(0)
-    return WanTransformer3DModel.from_config(TINY).to(torch.float32)
+    return WanTransformer3DModel.from_config(config).to(torch.float32)
 
 
-def run_step(model: torch.nn.Module, latent=(3, 16, 16), per_token: bool = False) -> torch.Tensor:
+def run_step(model: torch.nn.Module, latent=(3, 16, 16), per_token: bool = False, image: bool = False):
     """One training forward as ``compute_loss`` runs it (bf16 inputs under Accelerate's bf16 autocast) and the
-    flow-matching loss; ``per_token``: one timestep per token, as Wan2.2 TI2V-5B takes them."""
+    flow-matching loss; ``per_token``: one timestep per token, as Wan2.2 TI2V-5B takes them; ``image``: 257 CLIP
+    features, as Wan2.1 I2V takes them."""
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 16, *latent, generator=generator)
     prompt = torch.randn(1, 512, TINY["text_dim"], generator=generator)
+    clip = torch.randn(1, 257, TINY_I2V["image_dim"], generator=generator).to(torch.bfloat16) if image else None
     tokens = latent[0] * latent[1] * latent[2] // 4
     timestep = torch.full((1, tokens), 500.0) if per_token else torch.tensor([500])
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -80,6 +89,7 @@ def run_step(model: torch.nn.Module, latent=(3, 16, 16), per_token: bool = False
             hidden_states=latents.to(torch.bfloat16),
             timestep=timestep,
             encoder_hidden_states=prompt.to(torch.bfloat16),
+            encoder_hidden_states_image=clip,
             return_dict=False,
         )[0]
     return flow_matching_loss(prediction, torch.randn(latents.shape, generator=generator))
@@ -94,9 +104,9 @@ def setup_for(mode: str, latent=(3, 16, 16)) -> TrainingSetup:
     return TrainingSetup(mode, height, width, frames, rank=RANK)
 
 
-def parts_for(mode: str, options: Options, latent=(3, 16, 16), per_token: bool = False):
-    counts = count_parameters(build_meta_transformer(TINY), RANK if mode == "lora" else 0, DEFAULT_LORA_TARGETS)
-    shape = replace(TINY_SHAPE, expand_timesteps=per_token)
+def parts_for(mode: str, options: Options, latent=(3, 16, 16), shape: ModelShape = TINY_SHAPE):
+    rank = RANK if mode == "lora" else 0
+    counts = count_parameters(build_meta_transformer(shape.config), rank, DEFAULT_LORA_TARGETS)
     return estimate(shape, counts, setup_for(mode, latent), options)
 
 
@@ -139,7 +149,7 @@ def test_meta_counts_match_a_real_model_with_its_lora():
     assert counts.fp8 == sum(param.numel() for param in fp8.parameters() if param.dtype == torch.float8_e4m3fn)
 
 
-def saved_activation_bytes(model: torch.nn.Module, latent, per_token: bool = False) -> int:
+def saved_activation_bytes(model: torch.nn.Module, latent, **step) -> int:
     """Bytes of every tensor the forward and loss keep for backward, counted once per storage, weights excluded.
 
     Saved-tensor hooks see what autograd saves; under non-reentrant checkpointing a block saves nothing there (its
@@ -165,25 +175,26 @@ def saved_activation_bytes(model: torch.nn.Module, latent, per_token: bool = Fal
     checkpointing = model.is_gradient_checkpointing
     handles = [block.register_forward_pre_hook(block_inputs) for block in model.blocks] if checkpointing else []
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        run_step(model, latent, per_token)
+        run_step(model, latent, **step)
     for handle in handles:
         handle.remove()
     return sum(storages.values())
 
 
-@pytest.mark.parametrize("per_token", [False, True], ids=["wan2.1", "ti2v-timesteps"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointing"])
 @pytest.mark.parametrize("mode", ["lora", "full"])
-def test_activation_estimate_is_within_15_percent_of_the_saved_tensors(mode, checkpointing, per_token):
+def test_activation_estimate_is_within_15_percent_of_the_saved_tensors(mode, checkpointing, variant):
+    shape, step = VARIANTS[variant]
     for latent in SIZES:
-        model = tiny_lora_model() if mode == "lora" else tiny_full_model()
+        model = tiny_lora_model(config=shape.config) if mode == "lora" else tiny_full_model(shape.config)
         if checkpointing:
             model.enable_gradient_checkpointing()
-        measured = saved_activation_bytes(model, latent, per_token)
-        parts = parts_for(mode, Options(gradient_checkpointing=checkpointing), latent, per_token)
+        measured = saved_activation_bytes(model, latent, **step)
+        parts = parts_for(mode, Options(gradient_checkpointing=checkpointing), latent, shape)
         estimated = parts.activations
         if mode == "full":  # the saved tensors include autocast's bf16 copies of the weights: the weight_copies part
-            counts = count_parameters(build_meta_transformer(TINY))
+            counts = count_parameters(build_meta_transformer(shape.config))
             recomputed = 2 * counts.linear_per_block * checkpointing  # the recomputed block's: only during backward
             estimated += parts.weight_copies - recomputed
         assert abs(estimated - measured) <= 0.15 * measured, (latent, estimated, measured)

@@ -447,10 +447,13 @@ def block_activation_bytes(
 
     video = 3 * (4 * dim + 8) + 3 * rms_bytes  # LayerNorm inputs + stats, RMSNorms
     video += 4 * a * dim + 4 * heads + 2 * a * dim + 4 * heads + a * ffn  # SDPA self, SDPA cross, GELU input
-    text = 2 * a * dim + rms_bytes  # cross-attention k, v, k-norm
-    image = (2 * a * dim + rms_bytes) if image_tokens else 0
+    # cross-attention k and v; the k-norm saves only where a gradient flows (a LoRA on to_k / add_k_proj, or full)
+    text = 2 * a * dim + (rms_bytes if full or "attn2.to_k" in lora_layers else 0)
+    image = (2 * a * dim + (rms_bytes if full or "attn2.add_k_proj" in lora_layers else 0)) if image_tokens else 0
+    saved_by_sdpa = _SAVED_BY_SDPA
     if image_tokens:
         video += a * dim + 4 * heads  # the image attention's output and log-sum-exp
+        saved_by_sdpa = {"attn1_out"}  # attn2's to_out reads the sum of the text and image attentions
     once = {"video": 0, "text": 0, "image": 0}
     per_block_extra = 0
     tokens_of = {"video": tokens, "text": context_tokens, "image": image_tokens}
@@ -459,7 +462,7 @@ def block_activation_bytes(
         video += 2 * 4 * dim + a * dim + 4 * dim  # modulated norm1 / norm3 outputs, gated attention and FFN outputs
         sources = {source: (kind, width) for source, kind, width in _LINEAR_INPUTS.values()}
         for source, (kind, width) in sources.items():
-            if source in _SAVED_BY_SDPA or (kind == "image" and not image_tokens):
+            if source in saved_by_sdpa or (kind == "image" and not image_tokens):
                 continue
             if source in _SHARED_BY_BLOCKS:
                 once[kind] += a * widths[width]
@@ -474,7 +477,7 @@ def block_activation_bytes(
                 per_block_extra += tokens_of[kind] * (bytes_per_token + a * lora_rank)
             else:
                 per_block_extra += tokens_of[kind] * a * lora_rank
-                if source in seen or source in _SAVED_BY_SDPA:
+                if source in seen or source in saved_by_sdpa:
                     continue
                 seen.add(source)
                 if source in _SHARED_BY_BLOCKS:
@@ -493,6 +496,8 @@ def block_activation_bytes(
         in_width = config["in_channels"] * math.prod(config.get("patch_size", (1, 2, 2)))
         outside += 4 * dim + a * dim + a * in_width  # modulated norm_out output, proj_out input, patch input
         outside_text += context_tokens * (a * config["text_dim"] + 2 * a * dim)  # text embedder's inputs
+        if image_tokens:  # the CLIP embedder: LayerNorm, FFN (width image_dim), LayerNorm
+            outside_text += image_tokens * (4 * config["image_dim"] + 8 + 3 * a * config["image_dim"] + 4 * dim + 8)
     modulation_input = 0
     if per_token_modulation:
         video += 6 * 4 * dim + 2 * 4 * dim  # the float32 sum of the six modulations, the two (1 + scale)
