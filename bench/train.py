@@ -26,7 +26,21 @@ work folder, and measures on the CPU:
     frames, and a 120-token umT5 embedding): the tiny rows of (a) and (b) are ~100 KiB, real ones ~10 MiB, so
     only this gives the data wait per sample a real run would see (without workers to hide it).
 
-``--profile`` prints where ``LatentDataset.__getitem__`` spends its time on both datasets. Everything lives in
+(d) Our training step against a bare loop over the same transformer and batch, per memory/speed option: ours is
+    what the scripts run per step (``compute_loss``: noise, sigmas and caption dropout drawn from per-sample
+    generators, the transformer call built from the model spec, the float32 flow-matching loss; backward;
+    gradient clipping; AdamW from ``create_optimizer``), the bare loop a forward of precomputed noisy inputs,
+    ``F.mse_loss``, backward and ``torch.optim.AdamW``; ours' clipping, which the bare loop lacks by definition, is
+    also shown on its own. Options: plain (full finetune), gradient checkpointing, fp8 layerwise casting (LoRA)
+    and group offload (LoRA), set up by the scripts' helpers (``add_adapter``, ``cast_training_params``,
+    ``place_frozen_weights``) on a small random Wan transformer (``--overhead_*``). Both steps run on the same
+    module with the same option, interleaved in one process (``--overhead_rounds`` rounds of ``--overhead_steps``
+    steps of each, one by one), under ``--overhead_threads`` torch threads; the goal is median ours / median bare
+    <= 1.05 in CPU time (one thread: the step's own work; the wall-time ratio is shown too). Context parallelism
+    needs several processes and is not measured here.
+
+``--sections`` picks which of (a)-(d) run (default all); ``--profile`` prints where ``LatentDataset.__getitem__``
+spends its time on both datasets. Everything lives in
 ``--work_dir`` (``datasets``' Arrow cache included). Run it with ``.venv/bin/python bench/train.py``; it prints
 markdown tables and writes JSON.
 """
@@ -69,6 +83,15 @@ BARE_IN_MEMORY = "bare pyarrow: rows of tables in memory"  # a stricter floor: n
 OURS = ("LatentDataset + DataLoader", "LatentDataset[i]")
 REAL_LATENT_SHAPE = (16, 20, 60, 104)  # Wan2.1 VAE latents of 77 frames of 480x832 (31,200 transformer tokens)
 REAL_EMBEDDING_SHAPE = (120, 4096)  # a 120-token prompt through umT5-XXL, stored trimmed
+OVERHEAD_GOAL = 1.05  # our training step may take at most 5% longer than a bare loop over the same model and batch
+# (d): name, LoRA, --gradient_checkpointing, --layerwise_casting, --group_offload
+STEP_OPTIONS = (
+    ("plain (full finetune)", False, False, None, None),
+    ("gradient checkpointing (full finetune)", False, True, None, None),
+    ("fp8 layerwise casting (LoRA)", True, False, "float8_e4m3fn", None),
+    ("group offload block_level (LoRA)", True, False, None, "block_level"),
+)
+CONTEXT_PARALLEL_ROW = "context parallel: not measured here (it needs several processes; this section times one)"
 
 
 def prepare(work_dir: Path, num_videos: int) -> tuple[Path, Path]:
@@ -302,6 +325,168 @@ def format_readers_table(rates: dict[str, list[float]]) -> str:
     return "\n".join(lines)
 
 
+# -- (d) our step against a bare loop --------------------------------------------------------------------------
+
+
+def overhead_transformer_config(args: argparse.Namespace) -> dict[str, Any]:
+    """A small Wan transformer: the tiny model's text width (so the tiny pipeline's spec applies), bigger blocks
+    so the step does real work and the fixed costs of a step are not everything."""
+    return {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": args.overhead_heads,
+        "attention_head_dim": 32,
+        "in_channels": 16,
+        "out_channels": 16,
+        "text_dim": 32,
+        "freq_dim": 256,
+        "ffn_dim": 4 * 32 * args.overhead_heads,
+        "num_layers": args.overhead_layers,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 32,
+    }
+
+
+def option_training_args(lora: bool, checkpointing: bool, casting: str | None, offload: str | None):
+    """The scripts' flags with their defaults (rank, alpha, targets, AdamW, clipping) and one option set."""
+    from fastvideo_hf.training.args import build_training_parser
+
+    parser = build_training_parser("train bench", lora=True)
+    flags = parser.parse_args(["--pretrained_model_name_or_path", "-", "--dataset_name", "-", "--output_dir", "-"])
+    flags.gradient_checkpointing, flags.layerwise_casting, flags.group_offload = checkpointing, casting, offload
+    return flags
+
+
+class StepPair:
+    """One transformer set up with one option, and the two steps timed on it: ours and the bare loop's."""
+
+    def __init__(self, option: tuple, config: dict[str, Any], spec: WanModelSpec, args: argparse.Namespace):
+        from diffusers import WanTransformer3DModel
+        from diffusers.training_utils import cast_training_params
+        from peft import LoraConfig
+
+        from fastvideo_hf.training.flow_matching import make_training_batch, sample_generators
+        from fastvideo_hf.training.memory_savers import place_frozen_weights
+        from fastvideo_hf.training.stages import create_optimizer, resolve_lora_targets
+
+        name, lora, checkpointing, casting, offload = option
+        self.name, self.spec = name, spec
+        self.flags = option_training_args(lora, checkpointing, casting, offload)
+        torch.manual_seed(0)
+        transformer = WanTransformer3DModel(**config)
+        if lora:  # train_wan_lora.py's order: freeze, adapter, checkpointing, fp32 LoRA, then the memory savers
+            transformer.requires_grad_(False)
+            targets = resolve_lora_targets(transformer, self.flags.lora_target_modules.split(","))
+            transformer.add_adapter(
+                LoraConfig(r=self.flags.rank, lora_alpha=self.flags.lora_alpha, target_modules=targets)
+            )
+        if checkpointing:
+            transformer.enable_gradient_checkpointing()
+        if lora:
+            cast_training_params(transformer, dtype=torch.float32)
+            place_frozen_weights(transformer, self.flags, torch.device("cpu"), torch.float32)
+        transformer.train()
+        self.transformer = transformer
+        self.parameters = [param for param in transformer.parameters() if param.requires_grad]
+        self.ours_optimizer = create_optimizer(self.parameters, self.flags)
+        self.bare_optimizer = torch.optim.AdamW(self.parameters, lr=self.flags.learning_rate)
+        generator = torch.Generator().manual_seed(0)
+        batch_size = args.overhead_batch_size
+        latents = torch.randn((batch_size, *args.overhead_latent_shape), generator=generator)
+        prompt_embeds = torch.randn((batch_size, 512, config["text_dim"]), generator=generator)
+        self.batch = {"latents": latents, "prompt_embeds": prompt_embeds}
+        self.config = FlowMatchingConfig()
+        # the bare loop's inputs: one draw of what compute_loss draws at every step
+        generators = sample_generators(0, 0, 0, list(range(batch_size)))
+        self.bare_inputs = make_training_batch(latents, prompt_embeds, self.config, generators)
+        self.step = 0
+        self.clip_seconds: list[float] = []  # of ours: the one piece the bare loop lacks by construction
+
+    def ours(self) -> None:
+        loss = compute_loss(
+            self.transformer, self.batch, self.config, StepInputs(0, self.step, 0), 0, torch.float32, self.spec
+        )
+        loss.backward()
+        started = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(self.parameters, self.flags.max_grad_norm)
+        self.clip_seconds.append(time.perf_counter() - started)
+        self.ours_optimizer.step()
+        self.ours_optimizer.zero_grad()
+        self.step += 1
+
+    def bare(self) -> None:
+        inputs = self.bare_inputs
+        prediction = self.transformer(
+            hidden_states=inputs.noisy_latents,
+            timestep=inputs.timesteps,
+            encoder_hidden_states=inputs.prompt_embeds,
+            return_dict=False,
+        )[0]
+        torch.nn.functional.mse_loss(prediction.float(), inputs.target.float()).backward()
+        self.bare_optimizer.step()
+        self.bare_optimizer.zero_grad()
+
+
+def time_step_overhead(spec: WanModelSpec, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+    """CPU seconds (and wall seconds) per step of ours and the bare loop for every option. Steps alternate one by
+    one (ours, bare, ours, ... with the first of each round alternating), ``--overhead_steps`` of each per round and
+    option. With one torch thread the process's CPU time is the work of the step alone: on a shared machine the wall
+    time also counts the moments the process waited for a core, which swamps a 5% difference."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.overhead_threads)
+    config = overhead_transformer_config(args)
+    pairs = [StepPair(option, config, spec, args) for option in STEP_OPTIONS]
+    seconds = {pair.name: {"ours": [], "bare": [], "ours_wall": [], "bare_wall": []} for pair in pairs}
+    for pair in pairs:  # warmup: first calls allocate, and the offload hooks set themselves up
+        pair.ours()
+        pair.bare()
+        pair.clip_seconds.clear()
+    for round_index in range(args.overhead_rounds):
+        for pair in pairs:
+            order = ("ours", "bare") if round_index % 2 == 0 else ("bare", "ours")
+            for kind in order * args.overhead_steps:
+                wall, cpu = time.perf_counter(), time.process_time()
+                getattr(pair, kind)()
+                seconds[pair.name][kind].append(time.process_time() - cpu)
+                seconds[pair.name][f"{kind}_wall"].append(time.perf_counter() - wall)
+    for pair in pairs:
+        seconds[pair.name]["ours_clipping"] = pair.clip_seconds
+    torch.set_num_threads(threads)
+    return seconds
+
+
+def overhead_summary(seconds: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    summary = {}
+    for name, kinds in seconds.items():
+        medians = {kind: statistics.median(values) for kind, values in kinds.items()}
+        summary[name] = {
+            "ours_median_cpu_seconds": medians["ours"],
+            "bare_median_cpu_seconds": medians["bare"],
+            "ratio": medians["ours"] / medians["bare"],
+            "ours_clipping_median_seconds": medians["ours_clipping"],
+            "wall_ratio": medians["ours_wall"] / medians["bare_wall"],
+        }
+    return summary
+
+
+def format_overhead_table(summary: dict[str, dict[str, float]]) -> str:
+    lines = [
+        "| option | ours CPU ms | of which clipping ms | bare loop CPU ms "
+        f"| ours / bare, CPU time (goal <= {OVERHEAD_GOAL}) | ours / bare, wall time |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, values in summary.items():
+        verdict = "PASS" if values["ratio"] <= OVERHEAD_GOAL else "FAIL"
+        lines.append(
+            f"| {name} | {1000 * values['ours_median_cpu_seconds']:.1f} "
+            f"| {1000 * values['ours_clipping_median_seconds']:.1f} "
+            f"| {1000 * values['bare_median_cpu_seconds']:.1f} | {values['ratio']:.3f} {verdict} "
+            f"| {values['wall_ratio']:.3f} |"
+        )
+    lines.append(f"| {CONTEXT_PARALLEL_ROW} | - | - | - | - | - |")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_videos", type=int, default=24, help="Demo videos in the tiny latent dataset.")
@@ -337,6 +522,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", action="store_true", help="Also print a cProfile of LatentDataset.__getitem__ (top functions)."
     )
     parser.add_argument(
+        "--sections",
+        choices=("all", "data", "overhead"),
+        default="all",
+        help="all: (a)-(d); data: the data path (a)-(c); overhead: our step against a bare loop (d).",
+    )
+    parser.add_argument("--overhead_rounds", type=int, default=6, help="(d): interleaved rounds.")
+    parser.add_argument("--overhead_steps", type=int, default=2, help="(d): steps of each kind per round and option.")
+    parser.add_argument(
+        "--overhead_threads", type=int, default=1, help="(d): torch threads (1: steadier on a shared machine)."
+    )
+    parser.add_argument("--overhead_layers", type=int, default=4, help="(d): transformer blocks.")
+    parser.add_argument("--overhead_heads", type=int, default=4, help="(d): attention heads (of dim 32).")
+    parser.add_argument(
+        "--overhead_latent_shape",
+        type=lambda text: tuple(int(part) for part in text.split("x")),
+        default=(16, 5, 32, 32),
+        help="(d): latent CxTxHxW per sample (default 16x5x32x32: 1,280 tokens).",
+    )
+    parser.add_argument("--overhead_batch_size", type=int, default=1, help="(d): samples per step.")
+    parser.add_argument(
         "--work_dir",
         type=Path,
         default=BENCH_DIR / "results" / "train_work",
@@ -351,9 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> int:
-    args = build_parser().parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the network
+def data_path(args: argparse.Namespace) -> dict[str, Any]:
+    """Sections (a)-(c): builds the work folder, prints their tables; returns their part of the report."""
     started = time.perf_counter()
     model, latents = prepare(args.work_dir, args.num_videos)
     spec = WanModelSpec.from_pretrained(str(model))
@@ -410,15 +614,7 @@ def main() -> int:
         if real_dataset is not None:
             profile_getitem(real_dataset, args.real_passes, "real-size rows")
 
-    report = {
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-        },
-        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+    return {
         "rows": len(dataset),
         "latent_shape": list(dataset.shapes[0]),
         "sample_kib": sample_kib(dataset),
@@ -438,6 +634,56 @@ def main() -> int:
         "setup_seconds": setup_seconds,
         "total_seconds": total_seconds,
     }
+
+
+def step_overhead(args: argparse.Namespace) -> dict[str, Any]:
+    """Section (d): prints its table; returns its part of the report."""
+    from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
+
+    model = args.work_dir / "tiny-wan-t2v"
+    if not (model / "model_index.json").exists():  # section (d) alone: only the spec's configs are needed
+        save_tiny_wan_pipeline(model)
+    started = time.perf_counter()
+    seconds = time_step_overhead(WanModelSpec.from_pretrained(str(model)), args)
+    summary = overhead_summary(seconds)
+    shape = "x".join(map(str, args.overhead_latent_shape))
+    config = overhead_transformer_config(args)
+    print(
+        f"\n### (d) our training step vs a bare loop, same transformer and batch ({config['num_layers']} blocks, "
+        f"{config['num_attention_heads']} heads of 32, batch {args.overhead_batch_size} of latents {shape}): "
+        f"medians of {args.overhead_rounds} interleaved rounds x {args.overhead_steps} steps of each, "
+        f"{args.overhead_threads} torch thread(s), 1-minute load average {os.getloadavg()[0]:.1f} at the end\n"
+    )
+    print(format_overhead_table(summary))
+    print(f"\n(d) {time.perf_counter() - started:.0f} s")
+    return {
+        "step_overhead": {
+            "config": config,
+            "latent_shape": list(args.overhead_latent_shape),
+            "options": {name: {**summary[name], "seconds": seconds[name]} for name in summary},
+            "goal": OVERHEAD_GOAL,
+            "context_parallel": CONTEXT_PARALLEL_ROW,
+        }
+    }
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the network
+    report: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+    }
+    if args.sections in ("all", "data"):
+        report.update(data_path(args))
+    if args.sections in ("all", "overhead"):
+        report.update(step_overhead(args))
     args.output_json.parent.mkdir(parents=True, exist_ok=True)
     args.output_json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {args.output_json}")
