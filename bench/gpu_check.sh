@@ -6,11 +6,13 @@
 #   bash bench/gpu_check.sh --dry-run        # the same code at tiny sizes on the CPU (tests/test_gpu_check.py)
 #   bash bench/gpu_check.sh --parts ad       # a subset, e.g. to rerun parts after a failure
 #
-# Safe on a fresh machine: it creates the project's .venv with `make setup` when there is none, and installs
-# fastvideo-kernel into it only when pip finds a wheel for this Python whose requirements this venv already meets
-# (the kernel pins its torch: installing it must not replace ours). Whatever happens to the kernel is passed on and
-# shown in the kernel rows ("not installed (reason)"); the flex and torch backends run regardless. Nothing here
-# needs the Hub: every model is built from its config with random weights.
+# Safe on a fresh machine: when there is no .venv it makes one. On a GPU image whose python3 already has a CUDA
+# torch, that is `python3 -m venv --system-site-packages .venv` + `pip install -e .`, which keeps the image's torch
+# (pip's own PIP_NO_INDEX / PIP_FIND_LINKS point it at carried wheels on a machine without a registry); elsewhere
+# `make setup`. It installs fastvideo-kernel into the venv only when pip finds a wheel for this Python whose
+# requirements the venv already meets (the kernel pins its torch: installing it must not replace ours). Whatever
+# happens to the kernel is passed on and shown in the kernel rows ("not installed (reason)"); the flex and torch
+# backends run regardless. Nothing here needs the Hub: every model is built from its config with random weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +27,12 @@ export HF_HUB_OFFLINE=1
 kernel_spec="${KERNEL_SPEC:-fastvideo-kernel>=0.3}"
 
 if [[ ! -x .venv/bin/python ]]; then
-    make setup
+    if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+        python3 -m venv --system-site-packages .venv
+        .venv/bin/python -m pip install --quiet -e .
+    else
+        make setup
+    fi
 fi
 python=.venv/bin/python
 
