@@ -91,7 +91,9 @@ STEP_OPTIONS = (
     ("fp8 layerwise casting (LoRA)", True, False, "float8_e4m3fn", None),
     ("group offload block_level (LoRA)", True, False, None, "block_level"),
 )
-CONTEXT_PARALLEL_ROW = "context parallel: not measured here (it needs several processes; this section times one)"
+# Context parallelism has landed (--context_parallel_ulysses / --context_parallel_ring), but its step runs in two or
+# more processes, and this section times ours and the bare step interleaved in one.
+CONTEXT_PARALLEL_ROW = "context parallel: not measured here (its step needs 2+ processes; this section runs in one)"
 
 
 def prepare(work_dir: Path, num_videos: int) -> tuple[Path, Path]:
