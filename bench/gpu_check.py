@@ -20,8 +20,12 @@ call, ``memory_savers.place_frozen_weights``, the ``WanLatents`` preprocessing b
     decoding are what take the time) at 480x832x81, decode workers off (``--num_workers 0``) and on (the
     default count), with the GPU utilisation sampled from ``nvidia-smi`` meanwhile.
 (d) The memory savers on a Wan2.1-14B-shaped transformer: one LoRA step at 480x832x81 with bf16 weights, fp8
-    layerwise casting, group offload, and both, all with gradient checkpointing; does the peak allocated memory
-    stay within 24 GiB, and what does ``fastvideo-hf plan`` estimate for the same options.
+    layerwise casting, group offload, and both, all with gradient checkpointing (one step each: its time includes
+    first-call costs); does the peak allocated memory stay within 24 GiB, and what does ``fastvideo-hf plan``
+    estimate for the same options (its ``allocated_bytes``, run in-process through the CLI's ``main``).
+
+The parts' sizes are set to end in under 10 minutes on an H100/H200 (an estimate: no GPU has run it yet); the JSON is
+rewritten after every part, and ``--parts ab`` / ``--parts cd`` split the check in two if one call runs too long.
 
 Transformers are built straight on the device inside ``torch.device(...)``, so their random initialisation runs
 there in a second: a meta-device build with ``to_empty`` would leave the RoPE tables that Wan computes at
