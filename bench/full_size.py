@@ -76,6 +76,7 @@ TEXT_ENCODER_CONFIG = {
     "decoder_start_token_id": 0,
 }
 PREPROCESS_SECONDS = re.compile(r"seconds: (\{.*\})")
+STEP_RATE = re.compile(r"([\d.]+)s/it")  # tqdm's rate in the training log, once steps take over a second
 
 
 @dataclass
@@ -181,6 +182,16 @@ def read_preprocess_log(step: Step, log: Path, output: Path) -> None:
     step.details["text_embedding_shape"] = table.column("text_embedding_shape")[0].as_py()
 
 
+def read_training_log(step: Step, log: Path, lora: Path) -> None:
+    """Seconds per optimizer step (tqdm's last rate), the checkpoints written, and that the LoRA was saved."""
+    rates = STEP_RATE.findall(log.read_text())
+    if rates:
+        step.details["seconds_per_step"] = float(rates[-1])
+    step.details["checkpoints"] = sorted(path.name for path in lora.glob("checkpoint-*"))
+    if not (lora / "pytorch_lora_weights.safetensors").exists():
+        raise SystemExit(f"the LoRA run wrote no pytorch_lora_weights.safetensors in {lora}")
+
+
 def format_table(steps: list[Step]) -> str:
     lines = ["| step | wall s | peak RSS GiB | details |", "|---|---:|---:|---|"]
     for step in steps:
@@ -190,8 +201,10 @@ def format_table(steps: list[Step]) -> str:
             details.append(", ".join(f"{key} {value:.0f} s" for key, value in parts.items() if value >= 0.5))
         if "latent_shape" in step.details:
             details.append("latent " + "x".join(map(str, step.details["latent_shape"])))
-        if "steps" in step.details:
-            details.append(f"{step.details['steps']} optimizer steps, checkpoints: {step.details['checkpoints']}")
+        if "checkpoints" in step.details:
+            rate = step.details.get("seconds_per_step")
+            details.append(f"{rate:.0f} s per optimizer step" if rate else "optimizer steps under a second")
+            details.append(f"checkpoints {', '.join(step.details['checkpoints'])}")
         lines.append(f"| {step.name} | {step.seconds:,.0f} | {step.peak_rss_gib:.2f} | {'; '.join(details)} |")
     return "\n".join(lines)
 
@@ -285,10 +298,7 @@ def main() -> int:
         ],
     )
     steps.append(run_step(train, logs / "train.log"))
-    train.details["steps"] = 2
-    train.details["checkpoints"] = sorted(path.name for path in lora.glob("checkpoint-*"))
-    if not (lora / "pytorch_lora_weights.safetensors").exists():
-        raise SystemExit(f"the LoRA run wrote no pytorch_lora_weights.safetensors in {lora}")
+    read_training_log(train, logs / "train.log", lora)
 
     print(
         f"\n## full-size pipeline on the CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)\n"
