@@ -1,6 +1,7 @@
 """Context parallelism: Ulysses runs of real `torchrun` processes (gloo) equal the one-process run."""
 
 import argparse
+import io
 
 import av
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 from accelerate.data_loader import BatchSamplerShard
 from diffusers import WanTransformer3DModel
+from PIL import Image
 from safetensors.torch import load_file
 
 from fastvideo_hf.model_spec import WanModelSpec
@@ -47,15 +49,31 @@ def assert_same_run(reference, other):
     other_steps, other_norms = read_scalar(other / "logs", "grad_norm")
     assert list(steps) == list(other_steps) == [1, 2]
     torch.testing.assert_close(torch.tensor(other_norms), torch.tensor(norms), rtol=1e-5, atol=0)
-    video, other_video = (decoded(run / "validation" / "step-2" / "video_0.mp4") for run in (reference, other))
-    assert video.shape == other_video.shape and video.shape[0] == 17
-    # the same frames up to float order, which x264's mode decisions turn into a few pixels off by a few levels
-    assert np.abs(video.astype(int) - other_video).mean() <= 0.1
+    videos = [run / "validation" / "step-2" / "video_0.mp4" for run in (reference, other)]
+    assert [frame_count(video) for video in videos] == [17, 17]
+    # the frames before x264 (which turns float-order noise into whole blocks coded differently): the tensorboard
+    # strip of 4 frames, stored as PNG
+    strip, other_strip = (validation_strip(run / "logs") for run in (reference, other))
+    assert strip.shape == other_strip.shape == (64, 4 * 96, 3)
+    assert np.abs(strip.astype(int) - other_strip).max() <= 2
 
 
-def decoded(path):
+def frame_count(path) -> int:
     with av.open(str(path)) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+        return sum(1 for _ in container.decode(video=0))
+
+
+def validation_strip(log_dir) -> np.ndarray:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images = []
+    for events in sorted(log_dir.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["images"]:
+            images += accumulator.Images(tag) if tag.startswith("validation/") else []
+    (image,) = images
+    return np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
 
 
 @pytest.fixture(scope="module")
