@@ -86,11 +86,12 @@ def main(args):
     model, revision = args.pretrained_model_name_or_path, args.revision
     spec = WanModelSpec.from_pretrained(model, revision)  # T2V / I2V / Wan2.2 experts / TI2V, from the config
     # One transformer in its pipeline slot, or both Wan2.2 A14B experts (--expert both) routed by timestep
-    transformer, slot = load_transformer_to_train(args, spec)
     weight_dtype = weight_dtype_for(accelerator)
+    # frozen weights in the mixed-precision dtype; the modules Wan keeps in float32 stay so, as in WanPipeline
+    transformer, slot = load_transformer_to_train(args, spec, weight_dtype)
     transformer.requires_grad_(False)
     # on the CPU when --layerwise_casting / --group_offload place the frozen weights below, after the adapter
-    transformer.to(base_weights_device(args, accelerator.device), dtype=weight_dtype)
+    transformer.to(base_weights_device(args, accelerator.device))
     vsa = setup_vsa(transformer, args)  # adds the zero gate projection to every self-attention
 
     # names that match no layer are named in a warning (peft drops them silently); none matching is refused

@@ -216,3 +216,20 @@ def test_the_data_position_moves_to_the_next_epoch_after_its_last_batch():
 
     assert advance(TrainingState(4, 1, 2), epoch=1, batches_done=4, batches_per_epoch=6) == TrainingState(5, 1, 4)
     assert advance(TrainingState(5, 1, 4), epoch=1, batches_done=6, batches_per_epoch=6) == TrainingState(6, 2, 0)
+
+
+def test_a_bf16_lora_base_keeps_the_modules_wan_runs_in_float32_as_the_pipeline_loads_them(tiny_model_dir):
+    # Training must see the numerics inference has: WanPipeline.from_pretrained(torch_dtype=bf16) keeps RoPE, the
+    # time embedding, the modulation table and the norms in float32 (diffusers' _keep_in_fp32_modules).
+    import torch
+    from diffusers import WanPipeline
+
+    from fastvideo_hf.model_spec import WanModelSpec
+    from fastvideo_hf.training.stages import load_transformer_to_train
+
+    args = argparse.Namespace(pretrained_model_name_or_path=str(tiny_model_dir), revision=None, expert=None)
+    transformer, _ = load_transformer_to_train(args, WanModelSpec.from_pretrained(str(tiny_model_dir)), torch.bfloat16)
+    pipeline = WanPipeline.from_pretrained(tiny_model_dir, torch_dtype=torch.bfloat16)
+    trained = {name: param.dtype for name, param in transformer.named_parameters()}
+    assert trained == {name: param.dtype for name, param in pipeline.transformer.named_parameters()}
+    assert trained["scale_shift_table"] == torch.float32 and trained["blocks.0.attn1.to_q.weight"] == torch.bfloat16

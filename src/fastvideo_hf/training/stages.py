@@ -106,9 +106,15 @@ def _launched_with_fsdp() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
-def load_transformer_to_train(args: argparse.Namespace, spec: WanModelSpec) -> tuple[torch.nn.Module, str]:
+def load_transformer_to_train(
+    args: argparse.Namespace, spec: WanModelSpec, dtype: torch.dtype = torch.float32
+) -> tuple[torch.nn.Module, str]:
     """(the model to train, its pipeline slot). Wan2.2 A14B needs ``--expert high|low|both``; ``both`` gives
-    a ``WanExperts`` holding ``transformer`` and ``transformer_2``."""
+    a ``WanExperts`` holding ``transformer`` and ``transformer_2``.
+
+    Loaded in ``dtype`` by ``from_pretrained``, which keeps the modules diffusers runs in float32 (RoPE, time
+    embedding, modulation table, norms: ``_keep_in_fp32_modules``) in float32, as ``WanPipeline`` does at
+    inference; a later ``.to(dtype)`` would cast them too and train a LoRA in other numerics than it runs in."""
     from diffusers import WanTransformer3DModel
 
     expert = getattr(args, "expert", None)
@@ -120,10 +126,13 @@ def load_transformer_to_train(args: argparse.Namespace, spec: WanModelSpec) -> t
     spec.sigma_range(expert)  # refuses --expert on a one-transformer model
     model, revision = args.pretrained_model_name_or_path, args.revision
     if expert == "both":
-        high, low = (WanTransformer3DModel.from_pretrained(model, subfolder=s, revision=revision) for s in SLOTS)
+        high, low = (
+            WanTransformer3DModel.from_pretrained(model, subfolder=s, revision=revision, torch_dtype=dtype)
+            for s in SLOTS
+        )
         return WanExperts(high, low, spec.boundary_ratio), "transformer"
     slot = EXPERT_SUBFOLDERS[expert] if expert else "transformer"
-    return WanTransformer3DModel.from_pretrained(model, subfolder=slot, revision=revision), slot
+    return WanTransformer3DModel.from_pretrained(model, subfolder=slot, revision=revision, torch_dtype=dtype), slot
 
 
 # Flags never written to a tracker, a log or a checkpoint.
