@@ -5,6 +5,7 @@
 #                                            # bench/results/gpu_check/gpu_check.json
 #   bash bench/gpu_check.sh --dry-run        # the same code at tiny sizes on the CPU (tests/test_gpu_check.py)
 #   bash bench/gpu_check.sh --parts ad       # a subset, e.g. to rerun parts after a failure
+#   FSDP_CHECK=0 bash bench/gpu_check.sh     # without part (e), the FSDP check (bench/fsdp_check.py)
 #
 # Safe on a fresh machine: when there is no .venv it makes one. On a GPU image whose python3 already has a CUDA
 # torch, that is `python3 -m venv --system-site-packages .venv` + `pip install -e .`, which keeps the image's torch
@@ -88,4 +89,11 @@ print(" ".join(item["metadata"]["version"] for item in report["install"] if item
 
 status=$(kernel_status)
 echo "fastvideo-kernel: $status" >&2
-exec "$python" bench/gpu_check.py --kernel_status "$status" "$@"
+"$python" bench/gpu_check.py --kernel_status "$status" "$@"
+
+# (e) FSDP: Accelerate runs it only on GPUs, so the shipped fsdp.yaml is proven here (bench/fsdp_check.py: equal
+# to the plain run, resumed exactly from a sharded checkpoint, outputs loaded in diffusers; about 3 minutes of
+# tiny-model runs). Not in the dry run, where Accelerate would run DDP anyway; FSDP_CHECK=0 skips it.
+if [[ $dry_run == 0 && "${FSDP_CHECK:-1}" != 0 ]]; then
+    "$python" bench/fsdp_check.py --output bench/results/gpu_check/fsdp_check.json
+fi
