@@ -39,27 +39,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastvideo_hf.training.memory_plan import KNOWN_MODELS
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 VENV_BIN = Path(sys.executable).parent
 GIB = 1024**3
 CAPTION = "A red circle moves from left to right over a black background."
 # Wan2.1 T2V 1.3B (public config) and umT5-XXL's encoder at its real width, 2 of 24 layers
-TRANSFORMER_CONFIG = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 12,
-    "attention_head_dim": 128,
-    "in_channels": 16,
-    "out_channels": 16,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 8960,
-    "num_layers": 30,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-    "rope_max_seq_len": 1024,
-}
+TRANSFORMER_CONFIG = KNOWN_MODELS["wan2.1-t2v-1.3b"].config  # the real config.json, kept by `fastvideo-hf plan`
 TEXT_ENCODER_CONFIG = {
     "vocab_size": 256384,
     "d_model": 4096,

@@ -64,6 +64,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: every model here 
 import torch
 import torch.nn.functional as F
 
+from fastvideo_hf.training.memory_plan import KNOWN_MODELS
+
 BENCH_DIR = Path(__file__).resolve().parent
 GIB = 1024**3
 MEMORY_GOAL_BYTES = 24 * GIB  # a 24 GB card (RTX 4090, L4 class) holds 24 GiB
@@ -72,22 +74,8 @@ FORWARD, FORWARD_BACKWARD = "fwd", "fwd+bwd"
 TEXT_TOKENS = 512  # the loader pads prompt embeddings to umT5's 512, as WanPipeline does
 
 # Public configs (DESIGN.md 7): Wan2.1 T2V 1.3B and 14B; diffusers' defaults of AutoencoderKLWan are Wan2.1's VAE.
-WAN_1_3B = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 12,
-    "attention_head_dim": 128,
-    "in_channels": 16,
-    "out_channels": 16,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 8960,
-    "num_layers": 30,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-    "rope_max_seq_len": 1024,
-}
-WAN_14B = {**WAN_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40}
+WAN_1_3B = KNOWN_MODELS["wan2.1-t2v-1.3b"].config  # the real config.json, kept by `fastvideo-hf plan`
+WAN_14B = KNOWN_MODELS["wan2.1-t2v-14b"].config
 WAN21_VAE: dict[str, Any] = {}
 # diffusers' own test sizes (DESIGN.md 5), for the dry run
 TINY_TRANSFORMER = {
