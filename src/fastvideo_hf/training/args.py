@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import warnings
 
+# FastVideo's LoRA targets: q, k, v and out of self- and cross-attention in every block (also `fastvideo-hf plan`'s)
+DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
 
 def build_training_parser(description: str, lora: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
@@ -214,7 +217,7 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
         )
         adapter.add_argument(
             "--lora_target_modules",
-            default="to_q,to_k,to_v,to_out.0",
+            default=",".join(DEFAULT_LORA_TARGETS),
             help="Comma-separated Linear names to adapt, in self- and cross-attention of every block.",
         )
     return parser

@@ -38,12 +38,12 @@ from pathlib import Path
 import torch
 
 from ..model_spec import WAN_MAX_SEQUENCE_LENGTH
+from .args import DEFAULT_LORA_TARGETS  # the training flag's default
 
 GIB = 1024**3
 CUDA_OVERHEAD_BYTES = GIB  # CUDA context, cuBLAS workspaces and allocator fragmentation: an assumption, not measured
 CLIP_IMAGE_TOKENS = 257  # Wan2.1 I2V: the CLIP ViT-H/14 hidden states of one 224x224 image (256 patches + class token)
 COMPUTE_BYTES = {"bf16": 2, "fp16": 2, "no": 4}  # --mixed_precision -> bytes of the activations and frozen weights
-DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # training/args.py's --lora_target_modules default
 
 ASSUMPTIONS = (
     "weights: full finetune keeps float32 master weights (train_wan.py) and AdamW; LoRA keeps the base in the "
