@@ -175,7 +175,7 @@ def _pyav_orientation(source: VideoSource) -> Orientation:
     import av
 
     with _unusable_on(av.error.FFmpegError, OSError):
-        with av.open(io.BytesIO(source) if isinstance(source, bytes) else source, mode="r") as container:
+        with _open_pyav(av, source) as container:
             if not container.streams.video:
                 raise VideoDecodeError("not a video: no video stream")
             for frame in container.decode(video=0):
@@ -252,9 +252,11 @@ def _pyav_pts(av, source: VideoSource) -> tuple[np.ndarray, float]:
         stream = container.streams.video[0]
         # Packets carry the presentation times; demuxing them is cheap compared to decoding.
         pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)
+        # av >= 18.1.1 refuses to read a stream's attributes once its container is closed: read them here
+        time_base = float(stream.time_base)
     if not pts:
         raise VideoDecodeError("not a video: no frames found")
-    return np.asarray(pts, dtype=np.int64), float(stream.time_base)
+    return np.asarray(pts, dtype=np.int64), time_base
 
 
 def _pyav_times(av, source: VideoSource) -> np.ndarray:
