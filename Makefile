@@ -2,21 +2,45 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-# The CPU build of torch (pip takes it from this machine's disk); an unpinned torch would pull a multi-GB CUDA build.
-TORCH_SPEC ?= torch==2.13.0
+# The exact versions `make setup` installs, written by `make lock` from an environment where the suite passed.
+LOCK := requirements/lock.txt
+# The throwaway environment `make check-latest` tries the newest allowed versions in.
+LATEST_VENV ?= .venv-latest
+# torch as the lock pins it: the CPU build, which pip takes from this machine's disk. check-latest keeps it too,
+# since PyPI's newer Linux wheels are CUDA builds of several GB; try another with TORCH_SPEC=torch==X.
+TORCH_SPEC ?= $(shell grep '^torch==' $(LOCK))
 DEMO_DIR ?= demo_outputs
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint clean check-latest lock
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# A new lock or new ranges rebuild the environment from scratch, so it holds exactly the lock (nothing left over).
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --constraint $(LOCK) -e ".[dev]"
+	$(PY) requirements/lock.py check --lock $(LOCK)
 	touch $@
+
+# The newest versions pyproject.toml's ranges allow, in a throwaway environment: the suite must pass there, and
+# the packages that differ from the lock are listed. A failure here is tomorrow's broken fresh machine: fix the code
+# (or bound the range), then `make lock`.
+check-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade-strategy eager -e ".[dev]"
+	$(LATEST_VENV)/bin/python requirements/lock.py diff --lock $(LOCK)
+	$(LATEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) -q tests
+	@echo "check-latest: the suite passes with the newest allowed versions (listed above where they differ)"
+
+# Rewrite the lock from the environment check-latest just tested (it runs first, so only a passing one is locked),
+# then rebuild .venv from the new lock.
+lock: check-latest
+	$(LATEST_VENV)/bin/python requirements/lock.py write --lock $(LOCK)
+	$(MAKE) setup
 
 # The main job end to end on the tiny model: data -> latents -> LoRA and full finetune -> video + loss curve.
 # The data is mixed (landscape, portrait and square clips of 1 to 12 s, still images), so preprocessing buckets it
@@ -69,4 +93,4 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests bench training_scripts
 
 clean:
-	rm -rf $(DEMO_DIR) bench/results
+	rm -rf $(DEMO_DIR) bench/results $(LATEST_VENV)
