@@ -89,8 +89,8 @@ bench: setup
 	$(PY) bench/vsa.py
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench training_scripts
-	$(VENV)/bin/ruff format --check src tests bench training_scripts
+	$(VENV)/bin/ruff check src tests bench training_scripts requirements
+	$(VENV)/bin/ruff format --check src tests bench training_scripts requirements
 
 clean:
 	rm -rf $(DEMO_DIR) bench/results $(LATEST_VENV)
