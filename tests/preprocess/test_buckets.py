@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from datasets import load_dataset
+from PIL import Image as PILImage
 
 from fastvideo_hf.preprocess.__main__ import main as preprocess_main
 from fastvideo_hf.preprocess.buckets import auto_resolution_buckets, choose_resolution_bucket, plan_clips
@@ -232,3 +233,74 @@ def test_frame_bucket_is_the_largest_the_video_fills():
     assert plan_clips(times, 16, [17, 33, 49, 81]).num_frames == 33  # 49 frames need 3 s
     assert plan_clips(times, 16, [17], "chunk").starts == [0.0, 17 / 16]  # a third would end at 3.125 s
     assert plan_clips(times, 16, [33, 81], "chunk").starts == [0.0]
+
+
+def test_clips_that_would_sample_the_same_frames_are_dropped_and_counted():
+    exact = plan_clips(np.arange(17) / 16, 16, [17], "uniform", 5)  # a video exactly as long as its bucket
+    assert (exact.starts, exact.duplicates) == ([0.0], 4)
+    one_more = plan_clips(np.arange(18) / 16, 16, [17], "uniform", 5)  # one frame to spare: two distinct clips
+    assert (one_more.starts, one_more.duplicates) == ([0.0, 0.093], 3)
+    assert plan_clips(np.arange(40) / 16, 16, [17], "uniform", 5).duplicates == 0
+
+
+def folder_of(tmp_path, mixed_dir, *names: str, images: tuple[str, ...] = ()):
+    """A merged folder listing ``names`` (linked from the mixed folder) and still images ``images``."""
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    for name in names:
+        (data / "videos" / name).symlink_to(mixed_dir / "videos" / name)
+    for name in images:
+        PILImage.fromarray(moving_frames(1, 64, 96, 0)[0]).save(data / "videos" / name)
+    listing = [{"path": name, "cap": f"Clip {name}."} for name in (*names, *images)]
+    (data / "videos2caption.json").write_text(json.dumps(listing))
+    return data
+
+
+def test_uniform_clips_never_repeat_frames_and_the_card_says_how_many_were_dropped(
+    tmp_path, tiny_model_dir, mixed_dir, caplog
+):
+    data = folder_of(tmp_path, mixed_dir, "landscape_long.mp4", "portrait.mp4")
+    output = tmp_path / "uniform"
+    argv = bucket_args(tiny_model_dir, data, output, "--frame_extraction", "uniform", "--clips_per_video", "3")
+    assert preprocess_main(argv) == 0
+    rows = shard_rows(output)
+    # portrait.mp4 is 17 frames, as long as its bucket: every start that fits samples its frames 0-16
+    long_clips = [f"landscape_long.mp4@{start}" for start in ("0.000", "0.750", "1.499")]
+    assert sorted(rows) == [*long_clips, "portrait.mp4@0.000"]
+    latents = [row["vae_latent_bytes"] for row in rows.values()]
+    assert len(set(latents)) == len(latents)
+    assert card(output)["duplicate_clips_dropped"] == 2
+    assert "2 clips not made because they would have sampled the same frames" in (output / "README.md").read_text()
+    assert "portrait.mp4: 2 of its 17-frame clips would sample the same frames as another clip" in caplog.text
+
+
+def test_without_frame_bucket_1_still_images_are_skipped_with_the_reason(tmp_path, tiny_model_dir, mixed_dir):
+    data = folder_of(tmp_path, mixed_dir, "portrait.mp4", images=("still.png",))
+    output = tmp_path / "no_image_bucket"
+    argv = bucket_args(tiny_model_dir, data, output)
+    argv[argv.index("--frame_buckets") + 1] = "9,17"
+    assert preprocess_main(argv) == 0
+    assert sorted(shard_rows(output)) == ["portrait.mp4"]
+    skipped = [json.loads(line) for line in (output / "skipped.jsonl").read_text().splitlines()]
+    assert [(item["id"], item["reason"]) for item in skipped] == [
+        ("still.png", "no image bucket: a still image is a 1-frame row, and --frame_buckets 9,17 has no 1 (add it)")
+    ]
+    assert card(output)["skipped_reasons"] == {"no image bucket": 1}
+
+
+def test_max_area_buckets_take_the_models_size_step(tmp_path, mixed_dir, caplog):
+    """Wan2.2 TI2V-5B's 16x VAE and 2x2 patch need sides that are multiples of 32: the default step is the model's,
+    and a step it cannot take is refused with the one it can."""
+    from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
+
+    model = save_tiny_wan_pipeline(tmp_path / "ti2v", task="t2v", model="wan2.2-ti2v-5b")
+    data = folder_of(tmp_path, mixed_dir, "portrait.mp4")
+    argv = ["--pretrained_model_name_or_path", str(model), "--data_dir", str(data), "--fps", str(FPS)]
+    argv += ["--max_area", "6144", "--frame_buckets", "17"]
+    assert preprocess_main([*argv, "--output_dir", str(tmp_path / "out")]) == 0
+    assert card(tmp_path / "out")["resolution_buckets"] == [[64, 96], [96, 64]]  # step 16 would add 64x80, 80x64
+    (row,) = shard_rows(tmp_path / "out").values()
+    assert (row["height"], row["width"], row["vae_latent_shape"]) == (96, 64, [48, 5, 6, 4])
+
+    assert preprocess_main([*argv, "--bucket_step", "16", "--output_dir", str(tmp_path / "step16")]) == 2
+    assert "got 64x80: pass --bucket_step 32" in caplog.text

@@ -63,6 +63,18 @@ def clip(demo_dir: Path, index: int) -> str:
     return str(demo_dir / "videos" / f"clip_{index:04d}.mp4")
 
 
+def clip_name(index: int) -> str:
+    return f"clip_{index:04d}.mp4"
+
+
+def demo_listing(folder: Path, demo_dir: Path, captions: list, encoding: str = "utf-8") -> Path:
+    """A merged folder listing demo clip ``i`` as ``clip_name(i)`` with ``captions[i]``: its ``videos/`` links to the
+    demo's, so the listed paths stay inside the folder (paths that leave it are skipped)."""
+    folder.mkdir(parents=True)
+    (folder / "videos").symlink_to(demo_dir / "videos", target_is_directory=True)
+    return write_listing(folder, [{"path": clip_name(i), "cap": cap} for i, cap in enumerate(captions)], encoding)
+
+
 @pytest.mark.parametrize(
     "flag, value, message",
     [
@@ -160,7 +172,7 @@ def test_output_dir_that_cannot_hold_the_dataset_exits_2_with_what_to_do(
 def test_a_run_that_failed_before_encoding_leaves_nothing_that_refuses_the_corrected_command(
     tmp_path, tiny_model_dir, demo_dir, caplog
 ):
-    data = write_listing(tmp_path / "raw", [{"path": clip(demo_dir, 0), "cap": "A red square moves right."}])
+    data = demo_listing(tmp_path / "raw", demo_dir, ["A red square moves right."])
     output = tmp_path / "out"
     assert preprocess_main(cli_args(tmp_path / "wrong-model", output, data_dir=data)) == 2
     assert not (output / ".progress" / "manifest.json").exists()
@@ -170,7 +182,7 @@ def test_a_run_that_failed_before_encoding_leaves_nothing_that_refuses_the_corre
 
 
 def test_a_run_that_wrote_no_row_does_not_refuse_the_corrected_command(tmp_path, tiny_model_dir, demo_dir, caplog):
-    data = write_listing(tmp_path / "raw", [{"path": clip(demo_dir, 0), "cap": "A red square moves right."}])
+    data = demo_listing(tmp_path / "raw", demo_dir, ["A red square moves right."])
     output = tmp_path / "out"
     assert preprocess_main(cli_args(tiny_model_dir, output, data_dir=data, num_frames=81)) == 1  # every clip too short
     caplog.clear()
@@ -181,16 +193,16 @@ def test_a_run_that_wrote_no_row_does_not_refuse_the_corrected_command(tmp_path,
 
 def test_merged_folder_captions_that_are_not_text_are_skipped(tmp_path, tiny_model_dir, demo_dir):
     captions = [12345, True, {"text": "A dict caption."}, ["A list caption.", 7], "A plain caption.", ["One.", "Two."]]
-    data = write_listing(tmp_path / "raw", [{"path": clip(demo_dir, i), "cap": cap} for i, cap in enumerate(captions)])
+    data = demo_listing(tmp_path / "raw", demo_dir, captions)
     output = tmp_path / "out"
     assert preprocess_main(cli_args(tiny_model_dir, output, data_dir=data)) == 0
     rows = {row["file_name"]: row["caption"] for row in load_rows(output)}
-    assert rows == {clip(demo_dir, 4): "A plain caption.", clip(demo_dir, 5): rows[clip(demo_dir, 5)]}
-    assert rows[clip(demo_dir, 5)] in ("One.", "Two.")
+    assert rows == {clip_name(4): "A plain caption.", clip_name(5): rows[clip_name(5)]}
+    assert rows[clip_name(5)] in ("One.", "Two.")
     reasons = skipped_reasons(output)
-    assert sorted(reasons) == sorted(clip(demo_dir, i) for i in range(4))
+    assert sorted(reasons) == sorted(clip_name(i) for i in range(4))
     assert all(reason.startswith("caption is not text (") for reason in reasons.values())
-    assert "int 12345" in reasons[clip(demo_dir, 0)] and "bool True" in reasons[clip(demo_dir, 1)]
+    assert "int 12345" in reasons[clip_name(0)] and "bool True" in reasons[clip_name(1)]
     assert card_metadata(output)["skipped_reasons"] == {"caption is not text": 4}
 
 
@@ -247,7 +259,7 @@ def test_long_captions_are_kept_counted_in_the_card_and_warned_once_across_proce
 ):
     long_caption = " ".join(["red square moving right"] * 200)  # well over 512 tokens
     captions = [long_caption, "A short caption.", long_caption + " again"]
-    data = write_listing(tmp_path / "raw", [{"path": clip(demo_dir, i), "cap": cap} for i, cap in enumerate(captions)])
+    data = demo_listing(tmp_path / "raw", demo_dir, captions)
     output = tmp_path / "out"
     monkeypatch.setenv("WORLD_SIZE", "2")
     # one input per shard: rank 0 encodes clips 0 and 2, rank 1 clip 1 and then writes the card
@@ -257,22 +269,55 @@ def test_long_captions_are_kept_counted_in_the_card_and_warned_once_across_proce
     assert card_metadata(output)["captions_truncated"] == 2
     assert "| captions | 2 longer than 512 tokens" in (output / "README.md").read_text()
     warnings = [record.getMessage() for record in caplog.records if "captions_truncated" in record.getMessage()]
-    assert len(warnings) == 1 and warnings[0].startswith(f"2 captions (first: {clip(demo_dir, 0)}) are longer")
+    assert len(warnings) == 1 and warnings[0].startswith(f"2 captions (first: {clip_name(0)}) are longer")
     rows = {row["id"]: row for row in load_rows(output)}
-    assert rows[clip(demo_dir, 0)]["caption"] == long_caption
-    assert columns_to_tensor(rows[clip(demo_dir, 0)], "text_embedding").shape[0] == 512
-    assert columns_to_tensor(rows[clip(demo_dir, 1)], "text_embedding").shape[0] < 512
+    assert rows[clip_name(0)]["caption"] == long_caption
+    assert columns_to_tensor(rows[clip_name(0)], "text_embedding").shape[0] == 512
+    assert columns_to_tensor(rows[clip_name(1)], "text_embedding").shape[0] < 512
 
 
 def test_listing_that_is_not_utf8_is_named_and_a_byte_order_mark_is_accepted(
     tmp_path, tiny_model_dir, demo_dir, caplog
 ):
-    entries = [{"path": clip(demo_dir, 0), "cap": "Un carré rouge."}]
-    latin1 = write_listing(tmp_path / "latin1", entries, encoding="latin-1")
+    latin1 = demo_listing(tmp_path / "latin1", demo_dir, ["Un carré rouge."], encoding="latin-1")
     assert preprocess_main(cli_args(tiny_model_dir, tmp_path / "out1", data_dir=latin1)) == 2
     (line,) = error_lines(caplog)
     assert line.startswith(f"{latin1 / 'videos2caption.json'} is not UTF-8 (byte 0xe9 at offset ")
     assert "save it as UTF-8" in line
-    with_bom = write_listing(tmp_path / "bom", entries, encoding="utf-8-sig")
+    with_bom = demo_listing(tmp_path / "bom", demo_dir, ["Un carré rouge."], encoding="utf-8-sig")
     assert preprocess_main(cli_args(tiny_model_dir, tmp_path / "out2", data_dir=with_bom)) == 0
     assert load_rows(tmp_path / "out2")["caption"] == ["Un carré rouge."]
+
+
+def test_listed_paths_that_leave_the_data_folder_are_skipped_with_the_reason(tmp_path, tiny_model_dir, demo_dir):
+    """A listing may come from someone else (a shared or downloaded folder): it must not make a run encode, and
+    perhaps push, files from elsewhere on the disk. Files the folder's owner linked into it are theirs to use."""
+    private = tmp_path / "private"
+    private.mkdir()
+    shutil.copy(clip(demo_dir, 1), private / "secret.mp4")
+    shutil.copy(clip(demo_dir, 2), private / "other.mp4")
+    data = tmp_path / "shared"
+    (data / "videos" / "sub").mkdir(parents=True)
+    shutil.copy(clip(demo_dir, 0), data / "videos" / "own.mp4")
+    (data / "videos" / "linked.mp4").symlink_to(clip(demo_dir, 3))
+    climbing, absolute = "../../private/secret.mp4", str(private / "other.mp4")
+    entries = [
+        {"path": "own.mp4", "cap": "A clip of the folder."},
+        {"path": "linked.mp4", "cap": "A clip its owner linked in."},
+        {"path": "sub/../own.mp4", "cap": "A clip of the folder, spelled with a .. that stays inside."},
+        {"path": climbing, "cap": "A file two folders up."},
+        {"path": absolute, "cap": "A file anywhere."},
+    ]
+    write_listing(data, entries)
+    output = tmp_path / "out"
+    assert preprocess_main(cli_args(tiny_model_dir, output, data_dir=data)) == 0
+    assert sorted(load_rows(output)["id"]) == ["linked.mp4", "own.mp4"]
+    reasons = skipped_reasons(output)
+    assert reasons == {
+        "sub/../own.mp4": "duplicate: same file as own.mp4",
+        climbing: reasons[climbing],
+        absolute: reasons[absolute],
+    }
+    assert reasons[climbing].startswith(f"path leaves the data folder: {climbing!r} is above the folder (..)")
+    assert reasons[absolute].startswith(f"path leaves the data folder: {absolute!r} is absolute")
+    assert card_metadata(output)["skipped_reasons"] == {"duplicate": 1, "path leaves the data folder": 2}

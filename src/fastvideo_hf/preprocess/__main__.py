@@ -83,7 +83,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "pixels, both multiples of --bucket_step, with an aspect in --aspect_range (e.g. 399360 = 480x832).",
     )
     buckets.add_argument(
-        "--bucket_step", type=int, default=None, help="Side multiple of --max_area buckets (default 16)."
+        "--bucket_step",
+        type=int,
+        default=None,
+        help="Side multiple of --max_area buckets (default: the model's, VAE downsampling x patch size: 16 for "
+        "Wan2.1 and Wan2.2 A14B, 32 for Wan2.2 TI2V-5B).",
     )
     buckets.add_argument(
         "--aspect_range",
@@ -99,14 +103,16 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--frame_buckets",
         default=None,
         help="Frame counts (each 4k+1), e.g. 1,17,33,49,81: a video gets the largest it fills at --fps and is "
-        "skipped only when shorter than the smallest one above 1 (1 is the image bucket).",
+        "skipped only when shorter than the smallest one above 1. 1 is the image bucket: without it, still images "
+        "are skipped (with that reason in skipped.jsonl).",
     )
     buckets.add_argument(
         "--frame_extraction",
         default="head",
         choices=["head", "chunk", "uniform"],
         help="Clips per video: head = one from t=0; chunk = back-to-back clips until the video ends; uniform = "
-        "--clips_per_video clips with evenly spaced starts. Each clip is a row with id <input id>@<start seconds>.",
+        "--clips_per_video clips with evenly spaced starts. Each clip is a row with id <input id>@<start seconds>; "
+        "a clip that would sample the same frames as another is dropped (counted in the card).",
     )
     buckets.add_argument(
         "--clips_per_video", type=int, default=None, help="Clips per video with --frame_extraction uniform."
@@ -143,7 +149,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--video_backend",
         default=None,
         choices=["decord", "pyav"],
-        help="Video decoder (default: decord if installed).",
+        help="Video decoder (default: decord if installed, PyAV for the files decord cannot read). Part of the "
+        "settings a resume must match: the decoders' pixels differ slightly on some sources.",
     )
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true", help="Upload the finished folder as a dataset repo.")

@@ -13,7 +13,10 @@ width) shape of theirs, and training batches rows of one shape together. ``--hei
 - Frames: a video takes the largest video bucket (more than one frame) it fills from its start at the sampling
   fps; bucket 1 is the image bucket.
 - Clips: ``head`` takes one clip from t = 0; ``chunk`` back-to-back clips of the bucket's length until the video
-  ends; ``uniform`` ``clips_per_video`` clips with evenly spaced starts from 0 to the last start that fits.
+  ends; ``uniform`` ``clips_per_video`` clips with evenly spaced starts from 0 to the last start that fits. A clip
+  that would sample exactly the frames of an earlier one is dropped and counted (``ClipPlan.duplicates``): on a
+  video barely longer than its bucket, evenly spaced starts fall within one frame interval, and K copies of one
+  clip would weigh it K times in training.
 """
 
 from __future__ import annotations
@@ -108,10 +111,24 @@ def choose_resolution_bucket(buckets: Sequence[Bucket], height: int, width: int,
 
 @dataclass(frozen=True)
 class ClipPlan:
-    """The clips a video gives: each ``num_frames`` frames long, starting at ``starts`` (seconds)."""
+    """The clips a video gives: each ``num_frames`` frames long, starting at ``starts`` (seconds);
+    ``duplicates`` clips were dropped because they would sample the same frames as a kept one."""
 
     num_frames: int
     starts: list[float]
+    duplicates: int = 0
+
+
+def distinct_clips(frame_times: Sequence[float], fps: float, num_frames: int, starts: Sequence[float]) -> list[float]:
+    """``starts`` without those whose clip samples exactly the frames of an earlier start's clip (the same rows'
+    bytes: a start a fraction of a frame later picks the same frames)."""
+    kept, seen = [], set()
+    for start in starts:
+        frames = tuple(sample_frame_indices(frame_times, fps, num_frames, start))
+        if frames not in seen:
+            seen.add(frames)
+            kept.append(start)
+    return kept
 
 
 def plan_clips(
@@ -121,7 +138,8 @@ def plan_clips(
     extraction: str = "head",
     clips_per_video: int = 1,
 ) -> ClipPlan:
-    """The frame bucket and clip starts of a video whose frames are shown at ``frame_times`` (seconds).
+    """The frame bucket and clip starts of a video whose frames are shown at ``frame_times`` (seconds); no two
+    clips sample the same frames (``ClipPlan.duplicates`` counts the clips dropped for that).
 
     Raises ``ClipTooShortError`` (with the reason) when the video is shorter than the smallest video bucket.
     """
@@ -139,7 +157,10 @@ def plan_clips(
         while clip_fits(end, fps, num_frames, index * length):
             starts.append(index * length)
             index += 1
-        return ClipPlan(num_frames, starts)
+        # back-to-back windows sample different frames unless one source frame is shown across both (a gap in
+        # a variable-rate stream)
+        kept = distinct_clips(frame_times, fps, num_frames, starts)
+        return ClipPlan(num_frames, kept, len(starts) - len(kept))
     if extraction == "uniform":
         # the last start that still fits, to the millisecond (ids print starts to the millisecond)
         latest = math.floor((end - (num_frames - 1) / fps) * 1000) / 1000
@@ -147,12 +168,9 @@ def plan_clips(
             latest = round(latest - 0.001, 3)
         latest = max(0.0, latest)
         spaced = np.linspace(0.0, latest, clips_per_video) if clips_per_video > 1 else np.zeros(1)
-        starts = []
-        for start in spaced.tolist():
-            start = round(start, 3)
-            if not starts or format_start(start) != format_start(starts[-1]):
-                starts.append(start)
-        return ClipPlan(num_frames, starts)
+        # starts to the millisecond, as ids print them; equal starts sample equal frames, so they go too
+        kept = distinct_clips(frame_times, fps, num_frames, [round(start, 3) for start in spaced.tolist()])
+        return ClipPlan(num_frames, kept, clips_per_video - len(kept))
     raise ValueError(f"--frame_extraction must be one of {FRAME_EXTRACTIONS}, got {extraction!r}")
 
 

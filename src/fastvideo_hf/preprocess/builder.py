@@ -72,6 +72,7 @@ ENCODER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16
 DEFAULT_HEIGHT, DEFAULT_WIDTH, DEFAULT_NUM_FRAMES = 480, 832, 77
 DEFAULT_BUCKET_STEP, DEFAULT_ASPECT_RANGE = 16, (0.5, 2.0)
 IMAGE_FOR_I2V = "a still image has no motion to learn for image-to-video"
+NO_IMAGE_BUCKET = "no image bucket: a still image is a 1-frame row, and --frame_buckets {buckets} has no 1 (add it)"
 
 
 class SkipInput(Exception):
@@ -94,13 +95,15 @@ class Clip:
 
 @dataclass
 class InputPlan:
-    """An input about to be encoded: its caption, its file (path or bytes) and the clips it gives."""
+    """An input about to be encoded: its caption, its file (path or bytes) and the clips it gives
+    (``duplicate_clips``: clips not planned because they would repeat another clip's frames)."""
 
     item: VideoInput
     caption: str
     source: str | bytes
     clips: list[Clip]
     text_embedding: torch.Tensor | None = field(default=None, repr=False)  # encoded once for all its clips
+    duplicate_clips: int = 0
 
 
 @dataclass
@@ -210,21 +213,10 @@ class WanLatentsConfig(datasets.BuilderConfig):
             if wrong or not buckets:
                 raise ValueError(f"--resolution_buckets must be positive multiples of 16 (HEIGHTxWIDTH), got {wrong}")
         elif automatic:
-            step = DEFAULT_BUCKET_STEP if self.bucket_step is None else self.bucket_step
-            if step <= 0 or step % 16:
-                raise ValueError(f"--bucket_step must be a positive multiple of 16, got {step}")
-            if self.max_area < step * step:
-                raise ValueError(
-                    f"--max_area must be at least --bucket_step squared ({step * step}), got {self.max_area}"
-                )
-            aspect_range = self.aspect_range if self.aspect_range is not None else DEFAULT_ASPECT_RANGE
-            if isinstance(aspect_range, str):
-                aspect_range = parse_aspect_range(aspect_range)
-            buckets = auto_resolution_buckets(self.max_area, step, tuple(aspect_range))
-            if not buckets:
-                raise ValueError(
-                    f"no {step}-pixel bucket of at most {self.max_area} pixels has an aspect in {aspect_range}"
-                )
+            if self.bucket_step is not None and (self.bucket_step <= 0 or self.bucket_step % 16):
+                raise ValueError(f"--bucket_step must be a positive multiple of 16, got {self.bucket_step}")
+            # without --bucket_step, 16 until ``use_model_size_step`` knows the model's own step
+            buckets = self._automatic_buckets(DEFAULT_BUCKET_STEP if self.bucket_step is None else self.bucket_step)
         else:
             self.height = DEFAULT_HEIGHT if self.height is None else self.height
             self.width = DEFAULT_WIDTH if self.width is None else self.width
@@ -234,6 +226,28 @@ class WanLatentsConfig(datasets.BuilderConfig):
                 )
             buckets = [(self.height, self.width)]
         self._resolution_buckets: list[Bucket] = buckets
+
+    def _automatic_buckets(self, step: int) -> list[Bucket]:
+        """The ``--max_area`` buckets with sides multiple of ``step``, or a ``ValueError`` when there are none."""
+        flag = "--bucket_step" if self.bucket_step is not None else "the bucket step"
+        if self.max_area < step * step:
+            raise ValueError(f"--max_area must be at least {flag} squared ({step * step}), got {self.max_area}")
+        aspect_range = self.aspect_range if self.aspect_range is not None else DEFAULT_ASPECT_RANGE
+        if isinstance(aspect_range, str):
+            aspect_range = parse_aspect_range(aspect_range)
+        buckets = auto_resolution_buckets(self.max_area, step, tuple(aspect_range))
+        if not buckets:
+            raise ValueError(
+                f"no {step}-pixel bucket of at most {self.max_area} pixels has an aspect in {aspect_range}"
+            )
+        return buckets
+
+    def use_model_size_step(self, step: int) -> None:
+        """With ``--max_area`` and no ``--bucket_step``, build the buckets on ``step``, what the model's frame
+        sides must be multiples of (VAE downsampling x patch: 16 for Wan2.1, 32 for Wan2.2 TI2V-5B's 16x VAE), so
+        the default never makes a bucket the model refuses. An explicit ``--bucket_step`` is kept as given."""
+        if self.max_area is not None and self.bucket_step is None:
+            self._resolution_buckets = self._automatic_buckets(math.lcm(DEFAULT_BUCKET_STEP, step))
 
     @property
     def resolution_bucket_list(self) -> list[Bucket]:
@@ -298,6 +312,7 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
+        self.check_model()  # the buckets take the model's size step (see ``check_model``)
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"chunks": self.plan_chunks()})]
 
     def _generate_examples(self, chunks: list[list[VideoInput]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -386,6 +401,8 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         if item.media_type == "image":
             if config.task == "i2v":
                 raise SkipInput(IMAGE_FOR_I2V)
+            if config.frame_buckets is not None and 1 not in config.frame_bucket_list:
+                raise SkipInput(NO_IMAGE_BUCKET.format(buckets=",".join(map(str, config.frame_bucket_list))))
             return InputPlan(item, caption, self.source.video_for(item), [Clip(item.id, 0.0, 1)])
         source = self.source.video_for(item)
         video_buckets = config.video_frame_buckets
@@ -407,7 +424,16 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         if not config.extracts_clips:  # head: the input's own id, as one clip per input always had
             return InputPlan(item, caption, source, [Clip(item.id, 0.0, plan.num_frames)])
         clips = [Clip(clip_id(item.id, start), start, plan.num_frames) for start in plan.starts]
-        return InputPlan(item, caption, source, clips)
+        if plan.duplicates:
+            logger.warning(
+                "%s: %d of its %d-frame clips would sample the same frames as another clip and were dropped "
+                "(kept %d); the card counts them as duplicate_clips_dropped",
+                item.file_name or item.id,
+                plan.duplicates,
+                plan.num_frames,
+                len(clips),
+            )
+        return InputPlan(item, caption, source, clips, duplicate_clips=plan.duplicates)
 
     def encode_clip(self, plan: InputPlan, clip: Clip) -> dict[str, Any]:
         """The Parquet row of one clip of a planned input, or ``SkipInput`` with the reason it cannot be used."""
@@ -497,14 +523,18 @@ class WanLatents(datasets.GeneratorBasedBuilder):
     def check_model(self) -> PipelineConfigs:
         """The model's configs, checked against the frame size: a wrong path or a size the model cannot
         patchify is a ``ValueError`` before any input is listed or any weight loaded."""
-        configs = load_pipeline_configs(self.config.pretrained_model_name_or_path, self.config.revision)
+        config = self.config
+        configs = load_pipeline_configs(config.pretrained_model_name_or_path, config.revision)
         multiple_h, multiple_w = configs.spatial_multiple
-        for height, width in self.config.resolution_bucket_list:
+        step = math.lcm(multiple_h, multiple_w)
+        config.use_model_size_step(step)
+        for height, width in config.resolution_bucket_list:
             if height % multiple_h or width % multiple_w:
-                flags = "--height and --width" if self.config.height is not None else "resolution buckets"
+                flags = "--height and --width" if config.height is not None else "resolution buckets"
+                hint = f": pass --bucket_step {math.lcm(DEFAULT_BUCKET_STEP, step)}" if config.max_area else ""
                 raise ValueError(
                     f"{flags} must be multiples of {multiple_h}x{multiple_w} for this model "
-                    f"(VAE downsampling x patch size), got {height}x{width}"
+                    f"(VAE downsampling x patch size), got {height}x{width}{hint}"
                 )
         return configs
 

@@ -1,13 +1,19 @@
 """Bookkeeping that makes preprocessing resumable and splittable across processes.
 
-The inputs are cut into fixed chunks of ``samples_per_file`` in listing order; chunk ``i`` always becomes shard
-``data/train-{i:05d}-of-{n:05d}.parquet``, whichever process encodes it. A chunk is finished when its marker
-(``.progress/chunk-{i:05d}.json``: rows written, inputs skipped and why) exists. The shard is written to
+The inputs are cut into fixed chunks of ``samples_per_file`` in listing order; chunk ``i`` is written as
+``data/train-{i:05d}-of-{n:05d}.parquet`` (n chunks), whichever process encodes it. A chunk is finished when its
+marker (``.progress/chunk-{i:05d}.json``: rows written, inputs skipped and why) exists. The shard is written to
 ``.progress/`` and renamed into ``data/`` before the marker is renamed into place, so a kill at any moment
 leaves either a finished chunk or one that is redone from scratch: never a truncated shard, a lost row or a
 duplicate. The run manifest pins the settings and the input listing, so a resume cannot mix two runs; it is
 written with the first finished chunk, so a run that failed before finishing one (a wrong model path, say)
 leaves nothing that would refuse the corrected command.
+
+A chunk whose inputs were all skipped has no shard, so once every chunk is done the process that finishes the run
+renames the shards to contiguous names, ``train-{j:05d}-of-{m:05d}`` for the m chunks with rows in chunk order
+(``name_shards_contiguously``; nothing moves when no chunk is empty). The names depend only on which chunks have
+rows, so they are the same for any number of processes; the renames are atomic and re-done by a re-run, so a kill
+during them leaves a folder the same command finishes, and the card is written only after them.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ class ChunkResult:
     captions_truncated: list[str] = field(default_factory=list)
     # rows per (frames, height, width) bucket, keyed "FxHxW" (markers of older runs lack it)
     buckets: dict[str, int] = field(default_factory=dict)
+    # input id -> clips not made because they would repeat another clip's frames (markers of older runs lack it)
+    duplicate_clips: dict[str, int] = field(default_factory=dict)
 
 
 def bucket_key(num_frames: int, height: int, width: int) -> str:
@@ -96,8 +104,11 @@ class ShardProgress:
         if not self.manifest_path.exists():
             return
         previous = json.loads(self.manifest_path.read_text())
+        # a setting an older version did not record (video_backend) is not compared: its folders still resume
         changed = {
-            key: (previous.get(key), value) for key, value in self.manifest.items() if previous.get(key) != value
+            key: (previous[key], value)
+            for key, value in self.manifest.items()
+            if key in previous and previous[key] != value
         }
         if changed and not self._rows_written():
             # a run that wrote no row (every input skipped) holds nothing worth protecting: start over
@@ -142,6 +153,33 @@ class ShardProgress:
         if result.shard is not None:
             os.replace(self.tmp_shard_path(result.index), self.data_dir / result.shard)
         atomic_write_text(self.marker_path(result.index), json.dumps(result.__dict__) + "\n")
+
+    def final_shard_names(self, results: list[ChunkResult]) -> dict[int, str]:
+        """Chunk index -> the shard's name once the run is complete: contiguous over the chunks with rows."""
+        indices = [result.index for result in results if result.shard is not None]
+        return {index: f"{SPLIT}-{j:05d}-of-{len(indices):05d}.parquet" for j, index in enumerate(indices)}
+
+    def name_shards_contiguously(self, results: list[ChunkResult]) -> None:
+        """Rename each chunk's shard to its final name (``final_shard_names``) and remove any other shard in
+        ``data/`` (left by an earlier layout of the same run), so the folder holds every row exactly once under
+        names ``train-00000-of-0000m`` ... with no gap. Safe to repeat, and to run in two processes at once."""
+        final = self.final_shard_names(results)
+        for index, name in final.items():
+            written = self.data_dir / self.shard_name(index)
+            if written.name == name:
+                continue
+            try:
+                os.replace(written, self.data_dir / name)
+            except FileNotFoundError:  # renamed already (a re-run, or another process finishing at once)
+                if not (self.data_dir / name).exists():
+                    raise FileNotFoundError(
+                        f"{written} is missing though chunk {index} is marked done: delete "
+                        f"{self.marker_path(index)} and re-run the same command to encode it again"
+                    ) from None
+        for path in self.data_dir.glob(f"{SPLIT}-*.parquet"):
+            if path.name not in final.values():
+                logger.warning("removing %s: not a shard of this run's final layout", path)
+                path.unlink(missing_ok=True)
 
     def all_done(self) -> bool:
         return all(self.is_done(index) for index in range(self.num_chunks))

@@ -56,6 +56,21 @@ def choose_caption(item: VideoInput, seed: int) -> str | None:
 
 
 NOT_TEXT = "caption is not text"
+OUTSIDE_FOLDER = (
+    "path leaves the data folder: {path!r} is {how}; list files by their path inside DIR/videos/ (or DIR), "
+    "and symlink files kept elsewhere into the folder"
+)
+
+
+def leaves_folder(path: str) -> str | None:
+    """How ``path`` (as listed in ``videos2caption.json``) points outside the folder it is relative to, or None:
+    an absolute path, or one whose ``..`` climb above it. Decided on the text alone, so nothing outside is opened
+    or even looked up."""
+    if os.path.isabs(path):
+        return "absolute"
+    if os.path.normpath(path).split(os.sep)[0] == os.pardir:
+        return "above the folder (..)"
+    return None
 
 
 def caption_list(value: Any) -> tuple[list[str], str | None]:
@@ -173,7 +188,11 @@ class MergedFolderSource:
     """FastVideo's merged layout: ``DIR/videos2caption.json`` listing ``{"path", "cap"}`` entries.
 
     ``path`` is relative to ``DIR/videos/`` (or else to ``DIR``); ``cap`` is a string or a list of strings.
-    Optional fields (fps, resolution, num_frames...) are ignored: the real values are read from the file.
+    A path that is absolute or climbs out with ``..`` is skipped with that reason, before anything is opened: the
+    listing may come from someone else (a shared or downloaded dataset folder), and it must not make a run read,
+    encode and publish any file the user can read. Symlinks inside the folder are the folder owner's choice and
+    are followed. Optional fields (fps, resolution, num_frames...) are ignored: the real values are read from
+    the file.
     A path may name an image (jpg, png, webp, bmp; a one-frame GIF): it becomes a 1-frame input.
     The metadata file is read once per source (so once per process), whatever number of plans is made.
     """
@@ -227,7 +246,7 @@ class MergedFolderSource:
             item_id = key_name if seen == 0 else f"{key_name}#{seen}"
             if item_id != name:
                 ids[index] = item_id
-            if not name:
+            if not name or leaves_folder(name):
                 continue
             file_key = _file_key(os.path.join(videos_dir, name))
             if isinstance(file_key, str):  # not in videos/: the entry may name a file under DIR itself
@@ -248,6 +267,9 @@ class MergedFolderSource:
         item_id = listing.ids.get(index, name)
         if not name:
             return item_id, "", [], "metadata entry has no 'path'"
+        how = leaves_folder(name)
+        if how:
+            return item_id, name, [], OUTSIDE_FOLDER.format(path=name, how=how)
         if index in listing.duplicate_of:
             return item_id, name, [], f"duplicate: same file as {listing.duplicate_of[index]}"
         captions, problem = caption_list(listing.captions[index])
@@ -258,8 +280,8 @@ class MergedFolderSource:
         inputs = []
         for index in range(start, stop):
             item_id, name, captions, problem = self._entry(listing, index)
-            if not name:
-                inputs.append(VideoInput(id=item_id, file_name="", problem=problem))
+            if not name or leaves_folder(name):
+                inputs.append(VideoInput(id=item_id, file_name=name, problem=problem))
                 continue
             path = str(self.data_dir / name if listing.in_root[index] else self.data_dir / "videos" / name)
             media_type, media_problem = _image_or_video(name, None, None, lambda path=path: path)
