@@ -150,3 +150,69 @@ def test_mixed_folder_lands_in_buckets_and_inspect_counts_rows_and_clips(tmp_pat
         ("9", "48", "32", "1", "16x3x6x4"),
     ]
     assert "chunk extraction" in out_text
+
+
+def refusal_line(capsys, command: str) -> str:
+    """The one line a refused setting prints last on stderr (after any progress bar), nothing on stdout."""
+    captured = capsys.readouterr()
+    last = captured.err.rstrip("\n").split("\n")[-1]
+    assert captured.out == "" and last.startswith(f"fastvideo-hf {command}: error: "), captured
+    return last
+
+
+def test_inspect_says_what_a_folder_is_not(tmp_path, demo_dir, capsys):
+    """A folder of videos was "Column 'vae_latent_shape' doesn't exist", a missing path a Hub lookup."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert cli_main(["inspect", str(demo_dir)]) == 2
+    assert f"{demo_dir} is not a preprocess output folder: it has no data/*.parquet" in refusal_line(capsys, "inspect")
+    assert cli_main(["inspect", str(tmp_path / "missing")]) == 2
+    assert "missing: no such folder (pass the --output_dir of a preprocess run)" in refusal_line(capsys, "inspect")
+    (tmp_path / "other" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"text": ["a", "b"]}), tmp_path / "other" / "data" / "train-0.parquet")
+    assert cli_main(["inspect", str(tmp_path / "other")]) == 2
+    assert "holds Parquet without the latent columns" in refusal_line(capsys, "inspect")
+
+
+def test_export_vsa_refuses_a_missing_or_lora_folder_before_writing(tmp_path, capsys):
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    for folder, message in [(tmp_path / "missing", "no such folder"), (lora, "not a full finetune output")]:
+        assert cli_main(["export-vsa", "--input", str(folder), "--output", str(tmp_path / "out")]) == 2
+        assert message in refusal_line(capsys, "export-vsa")
+    assert not (tmp_path / "out").exists()
+
+
+def write_loss_log(folder, losses):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(folder)
+    for step, loss in enumerate(losses, start=1):
+        writer.add_scalar("loss", loss, step)
+    writer.close()
+
+
+def test_plot_loss_labels_a_short_run_by_the_steps_it_averaged(tmp_path, capsys):
+    """A 6-step run with the default window of 10 was "first 10 steps" and "last 10 steps", the same 6 steps."""
+    write_loss_log(tmp_path / "logs" / "run", [1.0, 0.9, 0.8, 0.4, 0.3, 0.2])
+    assert cli_main(["plot-loss", f"short={tmp_path / 'logs'}", "--output", str(tmp_path / "loss.png")]) == 0
+    printed = capsys.readouterr().out.splitlines()[0]
+    assert printed == (
+        "short: loss 0.9000 (mean of the first 3 steps) -> 0.3000 (mean of the last 3 steps; 6 steps logged)"
+    )
+    write_loss_log(tmp_path / "one" / "run", [0.5])
+    assert cli_main(["plot-loss", f"one={tmp_path / 'one'}", "--output", str(tmp_path / "one.png")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "one: loss 0.5000 (1 step logged)"
+
+
+def test_plot_loss_and_demo_data_refuse_in_one_line(tmp_path, capsys):
+    assert cli_main(["plot-loss", str(tmp_path / "missing"), "--output", str(tmp_path / "x.png")]) == 2
+    assert "no such folder" in refusal_line(capsys, "plot-loss")
+    assert cli_main(["plot-loss", str(tmp_path), "--output", str(tmp_path / "x.png")]) == 2
+    assert "no 'loss' scalars under" in refusal_line(capsys, "plot-loss")
+    assert cli_main(["plot-loss", str(tmp_path), "--output", str(tmp_path / "x.png"), "--window", "0"]) == 2
+    assert "--window must be at least 1" in refusal_line(capsys, "plot-loss")
+    assert cli_main(["demo-data", "--output", str(tmp_path / "demo"), "--num_videos", "0"]) == 2
+    assert "--num_videos must be at least 1" in refusal_line(capsys, "demo-data")
+    assert not (tmp_path / "demo").exists()

@@ -7,10 +7,17 @@ import sys
 from pathlib import Path
 
 import huggingface_hub.constants
+import pytest
 from diffusers import WanTransformer3DModel
 
 from fastvideo_hf.tools.cli import main as cli_main
-from fastvideo_hf.training.memory_plan import KNOWN_MODELS, TrainingSetup, make_plan, resolve_model
+from fastvideo_hf.training.memory_plan import (
+    KNOWN_MODELS,
+    TrainingSetup,
+    largest_fitting_frames,
+    make_plan,
+    resolve_model,
+)
 
 FULL_720P = ["--height", "720", "--width", "1280", "--num_frames", "81", "--mode", "full"]
 FULL_720P += ["--gpu_memory", "80", "--num_gpus", "8"]
@@ -87,3 +94,38 @@ def test_an_unknown_uncached_model_is_refused_with_what_to_do(tmp_path, monkeypa
     error = capsys.readouterr().err
     assert "not in the local Hugging Face cache" in error and "never downloads" in error
     assert "hf download nobody/not-a-model" in error and "wan2.1-t2v-14b" in error
+
+
+PLAN_REFUSALS = [
+    (["--gpu_memory", "inf"], "--gpu_memory is one GPU's memory in GiB"),
+    (["--gpu_memory", "nan"], "--gpu_memory is one GPU's memory in GiB"),
+    (["--gpu_memory", "-1"], "--gpu_memory is one GPU's memory in GiB"),
+    (["--gpu_memory", "0"], "--gpu_memory is one GPU's memory in GiB"),
+    (["--height", "1", "--width", "1"], "--height must be a multiple of 16 for this model"),
+    (["--width", "833"], "--width must be a multiple of 16 for this model (one token per 16 pixels: VAE 8x, patch 2); "
+     "833 is not: try 832 or 848"),
+    (["--num_frames", "2"], "--num_frames must be 4k+1 for Wan's VAE, as preprocess takes it; 2 is not: try 1 or 5"),
+    (["--num_frames", "276"], "276 is not: try 273 or 277"),
+    (["--expert", "both"], "--expert is for Wan2.2 A14B (two experts); Wan-AI/Wan2.1-T2V-14B-Diffusers has one"),
+    (["--mode", "full", "--rank", "64"], "--rank is a LoRA setting and --mode full trains every weight: drop --rank"),
+    (["--mode", "full", "--lora_target_modules", "to_q"], "--lora_target_modules is a LoRA setting"),
+    (["--pretrained_model_name_or_path", "wan2.2-ti2v-5b", "--height", "496"], "multiple of 32 for this model"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("flags", "message"), PLAN_REFUSALS, ids=[" ".join(flags) for flags, _ in PLAN_REFUSALS])
+def test_a_setting_that_makes_no_training_run_is_refused_in_one_line(flags, message, capsys):
+    """Each of these was a traceback, a plan of "0 tokens" or "Nothing fits in -1 GiB" with exit 0, or a flag
+    ignored without a word."""
+    assert cli_main(["plan", "--pretrained_model_name_or_path", "wan2.1-t2v-14b", *flags]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("fastvideo-hf plan: error: ")
+    assert message in captured.err and captured.err.count("\n") == 1
+
+
+def test_the_fall_back_suggests_a_frame_count_preprocess_takes():
+    """The frames suggested when nothing fits are 4k+1 even when the planned count is not (the Python API does not
+    check it; the command refuses it)."""
+    plan = make_plan(resolve_model("wan2.1-t2v-14b"), TrainingSetup("lora", 480, 832, 276), 8)
+    frames = largest_fitting_frames(plan)
+    assert plan.best is None and frames is not None and (frames - 1) % 4 == 0 and frames < 276

@@ -140,9 +140,10 @@ def test_export_writes_fastvideo_names_and_round_trips(tmp_path, tiny_model_dir,
     assert not (back / "model_index.json").exists()
 
 
-def test_export_refuses_a_finetune_without_gates(tmp_path, tiny_model_dir):
-    with pytest.raises(ValueError, match="holds no VSA gate weights"):
-        cli_main(["export-vsa", "--input", str(tiny_model_dir), "--output", str(tmp_path / "out")])
+def test_export_refuses_a_finetune_without_gates(tmp_path, tiny_model_dir, capsys):
+    assert cli_main(["export-vsa", "--input", str(tiny_model_dir), "--output", str(tmp_path / "out")]) == 2
+    assert "holds no VSA gate weights" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "refused before writing"
 
 
 @pytest.fixture

@@ -1,9 +1,15 @@
-"""The `fastvideo-hf` command: preprocess, inspect, generate, plot-loss, tiny-model and demo-data."""
+"""The `fastvideo-hf` command: preprocess, inspect, generate, plan, export-vsa, plot-loss, tiny-model and demo-data.
+
+A refused setting (``CommandRefused``) is one line on stderr and exit 2, as ``preprocess`` answers one; any other
+exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from .refusal import CommandRefused
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
@@ -17,6 +23,8 @@ def _tiny_model(args: argparse.Namespace) -> int:
 def _demo_data(args: argparse.Namespace) -> int:
     from .demo_data import write_demo_dataset
 
+    if args.num_videos < (0 if args.mixed else 1):
+        raise CommandRefused(f"--num_videos must be at least {0 if args.mixed else 1}, got {args.num_videos}")
     clips = write_demo_dataset(
         args.output, args.num_videos, seed=args.seed, with_bad_inputs=args.with_bad_inputs, mixed=args.mixed
     )
@@ -46,10 +54,20 @@ def _plot_loss(args: argparse.Namespace) -> int:
     from .loss_curve import plot_loss_curves
 
     runs = dict(run.split("=", 1) if "=" in run else (run, run) for run in args.runs)
-    for name, (first, last) in plot_loss_curves(runs, args.output, args.window).items():
-        print(f"{name}: loss {first:.4f} (first {args.window} steps) -> {last:.4f} (last {args.window} steps)")
+    for name, loss in plot_loss_curves(runs, args.output, args.window).items():
+        if loss.logged == 1:
+            print(f"{name}: loss {loss.first:.4f} (1 step logged)")
+        else:
+            print(
+                f"{name}: loss {loss.first:.4f} (mean of the first {_steps(loss.steps)}) -> {loss.last:.4f} "
+                f"(mean of the last {_steps(loss.steps)}; {loss.logged} steps logged)"
+            )
     print(f"loss curve written to {args.output}")
     return 0
+
+
+def _steps(count: int) -> str:
+    return "step" if count == 1 else f"{count} steps"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return preprocess_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except CommandRefused as refusal:
+        print(f"fastvideo-hf {args.command}: error: {refusal}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

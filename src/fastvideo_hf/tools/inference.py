@@ -4,39 +4,70 @@ It is the stock diffusers path users will run (``WanPipeline.from_pretrained`` +
 as a command so the demo and a quick look at a checkpoint need no script. It also runs VSA checkpoints, ours and
 FastVideo's (whose gate weights ``from_pretrained`` drops): the sparsity comes from ``--vsa_sparsity`` or else
 from the ``vsa_config.json`` beside the weights, and the gates are loaded in either key naming.
+
+Wan2.2 A14B has two experts: each LoRA file (and each ``transformer/`` / ``transformer_2/`` folder of a full
+finetune) goes into the expert it was trained as, which training records in ``run_settings.json``; ``--expert`` says
+it for a LoRA that carries no record. Every flag, and every folder a flag names, is checked before a weight is
+read: a setting that cannot make a video is refused (``CommandRefused``) instead of a traceback or a black video.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from ..training.checkpoint_hooks import lora_file_names
+from ..training.experts import SLOTS
+from ..training.resume_settings import RUN_SETTINGS_FILE
 from ..video_writer import write_mp4
+from .refusal import CommandRefused
 
 if TYPE_CHECKING:
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LORA_WEIGHTS = lora_file_names("transformer", both_experts=False)[0]  # one transformer, or the high expert of `both`
+LORA_WEIGHTS_2 = lora_file_names("transformer_2", both_experts=True)[0]  # the low-noise expert of an --expert both run
+EXPERT_SLOTS = {"high": "transformer", "low": "transformer_2"}
+DMD_TRAIN_TIMESTEPS = 1000  # the timestep range of FastVideo's DMD models (sigma = t / 1000)
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--pretrained_model_name_or_path", required=True, help="Base diffusers-format Wan pipeline.")
     parser.add_argument(
-        "--lora", default=None, help="Folder (or checkpoint-N) holding pytorch_lora_weights.safetensors."
+        "--lora",
+        default=None,
+        help="Local folder (train_wan_lora.py's OUT or a checkpoint-N) holding pytorch_lora_weights.safetensors "
+        "(and, from a Wan2.2 A14B --expert both run, pytorch_lora_weights_transformer_2.safetensors).",
     )
     parser.add_argument(
-        "--transformer", default=None, help="Folder whose transformer/ replaces the base one (full finetune output)."
+        "--transformer",
+        default=None,
+        help="Local folder (train_wan.py's OUT or a checkpoint-N) whose transformer/ (and transformer_2/ for Wan2.2 "
+        "A14B) replace the base ones.",
+    )
+    parser.add_argument(
+        "--expert",
+        default=None,
+        choices=["high", "low", "both"],
+        help="Wan2.2 A14B: the expert the --lora was trained as (the training run's --expert; high: transformer, "
+        "low: transformer_2), when its folder does not record it (training writes it in checkpoint-N/"
+        "run_settings.json). With a --expert both LoRA, high or low loads that expert's file only.",
     )
     parser.add_argument("--prompt", required=True, help="What the video should show.")
     parser.add_argument("--negative_prompt", default=None, help="What it should not show.")
     parser.add_argument("--output", required=True, help="mp4 file to write.")
-    parser.add_argument("--height", type=int, default=480, help="Video height (multiple of 16).")
-    parser.add_argument("--width", type=int, default=832, help="Video width (multiple of 16).")
+    parser.add_argument("--height", type=int, default=480, help="Video height (a positive multiple of 16).")
+    parser.add_argument("--width", type=int, default=832, help="Video width (a positive multiple of 16).")
     parser.add_argument("--num_frames", type=int, default=81, help="Frames (4k+1).")
     parser.add_argument("--num_inference_steps", type=int, default=50, help="Sampling steps.")
     parser.add_argument("--guidance_scale", type=float, default=5.0, help="Classifier-free guidance scale.")
@@ -44,8 +75,8 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--flow_shift",
         type=float,
         default=None,
-        help="Shift of the sampling schedule (diffusers' Wan docs: 3.0 for 480p, 5.0 for 720p); default: the "
-        "scheduler config of the base model folder.",
+        help="Shift of the sampling schedule, above 0 (diffusers' Wan docs: 3.0 for 480p, 5.0 for 720p); default: "
+        "the scheduler config of the base model folder.",
     )
     parser.add_argument("--fps", type=int, default=16, help="fps of the written mp4.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the initial noise.")
@@ -59,7 +90,7 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--vsa_sparsity",
         type=float,
         default=None,
-        help="Run with Video Sparse Attention at this sparsity (e.g. 0.9). Without it, the sparsity of a "
+        help="Run with Video Sparse Attention at this sparsity in [0, 1) (e.g. 0.9). Without it, the sparsity of a "
         "vsa_config.json beside the weights (the transformer/ of --transformer or of the base, or the --lora folder) "
         "is used, and with neither the attention is dense.",
     )
@@ -69,9 +100,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--dmd_timesteps",
         default=None,
-        help="Sample as FastVideo's DMD-distilled models (FastWan) expect, e.g. 1000,757,522: at each of these "
-        "timesteps predict the clean video and re-noise it to the next one (no guidance). Replaces the scheduler "
-        "and --num_inference_steps.",
+        help="Sample as FastVideo's DMD-distilled models (FastWan) expect, e.g. 1000,757,522 (decreasing, each in "
+        "1..1000): at each of these timesteps predict the clean video and re-noise it to the next one (no guidance). "
+        "Replaces the scheduler and --num_inference_steps.",
     )
     return parser
 
@@ -94,6 +125,225 @@ def dmd_scheduler(timesteps: list[int], num_train_timesteps: int = 1000) -> Flow
     return scheduler
 
 
+@dataclass(frozen=True)
+class LoraFile:
+    """One LoRA file of ``--lora`` and the pipeline slot (expert) it is loaded into."""
+
+    weight_name: str
+    slot: str  # "transformer" or "transformer_2"
+
+
+@dataclass(frozen=True)
+class CheckedFlags:
+    """What the flags resolve to, worked out before any weight is read."""
+
+    two_experts: bool  # the base is Wan2.2 A14B (transformer + transformer_2)
+    dmd_timesteps: list[int] | None
+    lora_files: list[LoraFile]
+    transformer_slots: list[str]  # the finetuned folders of --transformer to load, each into its slot
+
+
+def check_flags(args: argparse.Namespace) -> CheckedFlags:
+    """Every flag of ``generate`` and every folder one names, checked before a weight is read.
+
+    ``CommandRefused`` says what is wrong and what to pass instead: numbers a sampling run cannot use (a shift of 0
+    gives NaN latents, which the video writer turns into a black video), a LoRA folder given as ``--transformer`` or
+    the other way round, a path that does not exist (it would be looked up on the Hub), an A14B LoRA whose expert is
+    not known. The base pipeline's ``model_index.json`` is read (from the Hub for a Hub id) to know its experts.
+    """
+    for flag in ("height", "width"):
+        if getattr(args, flag) < 16 or getattr(args, flag) % 16:
+            raise CommandRefused(
+                f"--{flag} must be a positive multiple of 16 (Wan's VAE and patches), got {getattr(args, flag)}"
+            )
+    if args.num_frames < 1 or (args.num_frames - 1) % 4:
+        below = max(1, (args.num_frames - 1) // 4 * 4 + 1)
+        raise CommandRefused(
+            f"--num_frames must be 4k+1 for Wan's VAE (e.g. {below} or {below + 4}), got {args.num_frames}"
+        )
+    for flag in ("num_inference_steps", "fps"):
+        if getattr(args, flag) < 1:
+            raise CommandRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if not math.isfinite(args.guidance_scale):
+        raise CommandRefused(f"--guidance_scale must be a finite number, got {args.guidance_scale}")
+    if args.flow_shift is not None and not (math.isfinite(args.flow_shift) and args.flow_shift > 0):
+        raise CommandRefused(
+            f"--flow_shift must be a number above 0 (3.0 for 480p, 5.0 for 720p), got {args.flow_shift}: "
+            "0 or less makes NaN latents, a black video"
+        )
+    if args.vsa_sparsity is not None and not 0 <= args.vsa_sparsity < 1:
+        raise CommandRefused(f"--vsa_sparsity must be in [0, 1) (e.g. 0.9), got {args.vsa_sparsity}")
+    dmd_timesteps = parse_dmd_timesteps(args.dmd_timesteps) if args.dmd_timesteps is not None else None
+    if dmd_timesteps is not None and args.flow_shift is not None:
+        raise CommandRefused("--flow_shift does not apply with --dmd_timesteps (its sigmas are t / 1000, unshifted)")
+    if Path(args.output).suffix.lower() != ".mp4" or Path(args.output).is_dir():
+        raise CommandRefused(f"--output is the mp4 file to write (e.g. video.mp4), got {args.output}")
+    two_experts = base_has_two_experts(args.pretrained_model_name_or_path)
+    transformer_slots = check_transformer_folder(Path(args.transformer), two_experts) if args.transformer else []
+    if args.lora:
+        lora_files = lora_files_to_load(check_lora_folder(Path(args.lora)), args.expert, two_experts)
+    elif args.expert is not None:
+        raise CommandRefused("--expert says which expert a --lora was trained as: pass --lora, or drop --expert")
+    else:
+        lora_files = []
+    try:
+        sparsity, _, gates_folder = vsa_settings(args)
+    except ValueError as error:  # a vsa_config.json beside the weights with a sparsity out of [0, 1)
+        raise CommandRefused(str(error)) from error
+    if sparsity is not None and args.transformer and gates_folder is not None and not _has_gates(gates_folder):
+        raise CommandRefused(
+            f"{gates_folder} holds no VSA gate weights (to_gate_compress): it is a dense finetune; run it without "
+            "--vsa_sparsity, or pass a VSA finetune (train_wan.py --attention_backend vsa)"
+        )
+    return CheckedFlags(two_experts, dmd_timesteps, lora_files, transformer_slots)
+
+
+def parse_dmd_timesteps(text: str) -> list[int]:
+    """``--dmd_timesteps`` as integers, each in 1..1000 and each below the one before (the noise must go down)."""
+    try:
+        timesteps = [int(step) for step in text.split(",")]
+    except ValueError:
+        raise CommandRefused(
+            f"--dmd_timesteps takes comma-separated whole timesteps, e.g. 1000,757,522; got {text!r}"
+        ) from None
+    if not all(0 < step <= DMD_TRAIN_TIMESTEPS for step in timesteps):
+        raise CommandRefused(f"--dmd_timesteps must each be in 1..{DMD_TRAIN_TIMESTEPS}, got {text}")
+    if any(later >= earlier for earlier, later in zip(timesteps, timesteps[1:], strict=False)):
+        raise CommandRefused(f"--dmd_timesteps must decrease (from noise to video), e.g. 1000,757,522; got {text}")
+    return timesteps
+
+
+def base_has_two_experts(name_or_path: str) -> bool:
+    """Whether the base pipeline is Wan2.2 A14B, from its ``model_index.json`` (a local folder's, or the Hub's as
+    ``from_pretrained`` would fetch it); a path that leads nowhere is refused here rather than after a Hub lookup."""
+    from diffusers import DiffusionPipeline
+
+    from ..model_spec import has_component
+
+    folder = Path(name_or_path)
+    if folder.exists() and not (folder / "model_index.json").is_file():
+        raise CommandRefused(
+            f"--pretrained_model_name_or_path {folder} is not a diffusers pipeline folder (no model_index.json)"
+        )
+    try:
+        index = DiffusionPipeline.load_config(name_or_path)
+    except OSError as error:  # load_config's answer for a missing folder, an unknown repo or no network
+        reason = str(error).splitlines()[0]
+        raise CommandRefused(
+            f"--pretrained_model_name_or_path {name_or_path}: no such folder, and no Hub model to load ({reason})"
+        ) from error
+    return has_component(index, "transformer_2")
+
+
+def _lora_names_in(folder: Path) -> list[str]:
+    return [name for name in (LORA_WEIGHTS, LORA_WEIGHTS_2) if (folder / name).is_file()]
+
+
+def check_lora_folder(folder: Path) -> Path:
+    """``--lora`` as a local folder holding our LoRA file(s); a full finetune or a missing path is refused."""
+    hint = "pass the --output_dir of train_wan_lora.py or one of its checkpoint-N folders"
+    if folder.is_file():
+        raise CommandRefused(f"--lora takes the folder that holds {LORA_WEIGHTS}: --lora {folder.parent}")
+    if not folder.is_dir():
+        raise CommandRefused(
+            f"--lora {folder}: no such folder ({hint}; for a LoRA on the Hub, `hf download ID --local-dir DIR` first)"
+        )
+    if not _lora_names_in(folder):
+        if any((folder / slot / "config.json").is_file() for slot in SLOTS):
+            raise CommandRefused(
+                f"--lora {folder} holds transformer/ (a full finetune or a pipeline), not a LoRA: a full finetune "
+                f"goes to --transformer {folder}"
+            )
+        raise CommandRefused(f"--lora {folder} holds no {LORA_WEIGHTS}: {hint}")
+    return folder
+
+
+def check_transformer_folder(folder: Path, two_experts: bool) -> list[str]:
+    """The slots (``transformer``, ``transformer_2``) whose finetuned folder ``--transformer`` holds."""
+    hint = "pass the --output_dir of train_wan.py or one of its checkpoint-N folders"
+    if not folder.is_dir():
+        raise CommandRefused(f"--transformer {folder}: no such folder ({hint})")
+    slots = [slot for slot in SLOTS if (folder / slot / "config.json").is_file()]
+    if not slots:
+        if _lora_names_in(folder):
+            raise CommandRefused(
+                f"--transformer {folder} holds a LoRA ({LORA_WEIGHTS}), not a full finetune: "
+                f"pass it as --lora {folder}"
+            )
+        if folder.name in SLOTS and (folder / "config.json").is_file():
+            raise CommandRefused(f"--transformer takes the folder above {folder.name}/: --transformer {folder.parent}")
+        raise CommandRefused(f"--transformer {folder} holds no transformer/config.json: {hint}")
+    if "transformer_2" in slots and not two_experts:
+        raise CommandRefused(
+            f"--transformer {folder} holds transformer_2/ (Wan2.2 A14B's low-noise expert) but the base has one "
+            "transformer: pass the Wan2.2 A14B base it was trained from"
+        )
+    return slots
+
+
+def recorded_expert(folder: Path) -> tuple[str | None, Path] | None:
+    """(the ``--expert`` the LoRA was trained with, the file that says so): the ``run_settings.json`` of a
+    checkpoint-N folder, or of the newest checkpoint in a training output; None when no file records it."""
+    checkpoints = [path for path in folder.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", path.name)]
+    newest_first = sorted(checkpoints, key=lambda path: int(path.name.split("-")[1]), reverse=True)
+    for settings in [folder / RUN_SETTINGS_FILE, *(path / RUN_SETTINGS_FILE for path in newest_first)]:
+        if settings.is_file():
+            return json.loads(settings.read_text()).get("expert"), settings
+    return None
+
+
+def lora_files_to_load(folder: Path, expert: str | None, two_experts: bool) -> list[LoraFile]:
+    """Each LoRA file of ``folder`` with the expert it goes into.
+
+    A one-transformer base takes ``pytorch_lora_weights.safetensors``. On Wan2.2 A14B the expert is ``expert``, else
+    the one training recorded, else ``both`` when the folder holds the second expert's file; ``high`` loads into
+    ``transformer``, ``low`` into ``transformer_2`` (``load_into_transformer_2``), as our README tells Python users.
+    """
+    names = _lora_names_in(folder)
+    if not two_experts:
+        if expert is not None:
+            raise CommandRefused("--expert is for Wan2.2 A14B (two experts); the base has one transformer: drop it")
+        if LORA_WEIGHTS_2 in names:
+            raise CommandRefused(
+                f"--lora {folder} holds a LoRA for each of Wan2.2 A14B's experts but the base has one transformer: "
+                "pass the Wan2.2 A14B base it was trained from"
+            )
+        return [LoraFile(LORA_WEIGHTS, "transformer")]
+    record = recorded_expert(folder)
+    recorded, source = record if record is not None else (None, None)
+    if expert is not None and recorded in EXPERT_SLOTS and expert != recorded:
+        raise CommandRefused(
+            f"--expert {expert}: the LoRA in {folder} was trained with --expert {recorded} ({source}); "
+            f"pass --expert {recorded} or drop --expert"
+        )
+    chosen = expert or recorded or ("both" if LORA_WEIGHTS_2 in names else None)
+    if chosen is None:
+        raise CommandRefused(
+            f"--lora {folder}: the base has two experts (Wan2.2 A14B) and nothing in the folder records which one "
+            "this LoRA was trained as: pass the training run's --expert (high: transformer, low: transformer_2)"
+        )
+    two_files = LORA_WEIGHTS_2 in names
+    wanted = {
+        "high": [LoraFile(LORA_WEIGHTS, "transformer")],
+        "low": [LoraFile(LORA_WEIGHTS_2 if two_files else LORA_WEIGHTS, "transformer_2")],
+        "both": [LoraFile(LORA_WEIGHTS, "transformer"), LoraFile(LORA_WEIGHTS_2, "transformer_2")],
+    }[chosen]
+    missing = [file.weight_name for file in wanted if file.weight_name not in names]
+    if missing:
+        trained = f"trained with --expert {recorded}" if recorded else "one expert's LoRA"
+        raise CommandRefused(
+            f"--expert {chosen} needs {', '.join(missing)} and {folder} has only {', '.join(names)} ({trained}): "
+            "pass the expert it was trained as"
+        )
+    return wanted
+
+
+def _has_gates(folder: Path) -> bool:
+    from ..vsa import vsa_gate_naming
+
+    return any(folder.glob("*.safetensors")) and vsa_gate_naming(folder) is not None
+
+
 def _local_transformer_folder(name_or_path: str | None) -> Path | None:
     """``PATH/transformer`` when ``name_or_path`` is a local pipeline folder (a Hub id has no files here yet)."""
     if name_or_path is None or not (Path(name_or_path) / "transformer").is_dir():
@@ -110,8 +360,9 @@ def vsa_settings(args: argparse.Namespace) -> tuple[float | None, str, Path | No
     """
     from ..vsa import read_vsa_config, vsa_gate_naming
 
-    if args.transformer:
+    if args.transformer:  # (a low-noise expert's finetune has transformer_2/ only: no gates of transformer/)
         gates_folder = Path(args.transformer) / "transformer"
+        gates_folder = gates_folder if gates_folder.is_dir() else None
     else:
         base = _local_transformer_folder(args.pretrained_model_name_or_path)
         has_gates = base is not None and any(base.glob("*.safetensors")) and vsa_gate_naming(base)
@@ -127,15 +378,17 @@ def vsa_settings(args: argparse.Namespace) -> tuple[float | None, str, Path | No
 
 
 def build_pipeline(args: argparse.Namespace) -> tuple[WanPipeline, dict]:
-    """The pipeline the flags describe (finetune, VSA, scheduler) on its device, and the arguments to call it with."""
+    """The pipeline the flags describe (finetune, VSA, scheduler) on its device, and the arguments to call it with.
+
+    The flags are checked first (``check_flags``): a refusal comes before any weight is read."""
     from diffusers import WanPipeline, WanTransformer3DModel
 
+    checked = check_flags(args)
     dtype = DTYPES[args.dtype]
-    components = {}
-    if args.transformer:
-        components["transformer"] = WanTransformer3DModel.from_pretrained(
-            args.transformer, subfolder="transformer", torch_dtype=dtype
-        )
+    components = {
+        slot: WanTransformer3DModel.from_pretrained(args.transformer, subfolder=slot, torch_dtype=dtype)
+        for slot in checked.transformer_slots
+    }
     pipe = WanPipeline.from_pretrained(args.pretrained_model_name_or_path, torch_dtype=dtype, **components)
     sparsity, source, gates_folder = vsa_settings(args)
     if sparsity is None:
@@ -146,18 +399,27 @@ def build_pipeline(args: argparse.Namespace) -> tuple[WanPipeline, dict]:
         enable_vsa(pipe.transformer, sparsity=sparsity, backend=args.vsa_backend)
         print(f"VSA sparsity {sparsity} (from {source})")
         if gates_folder is not None:
-            count = load_vsa_gates(pipe.transformer, gates_folder)
+            try:
+                count = load_vsa_gates(pipe.transformer, gates_folder)
+            except ValueError as error:  # gates missing, incomplete or in both namings: the folder, not a bug
+                raise CommandRefused(str(error)) from error
             print(f"VSA gates: {count} tensors with {vsa_gate_naming(gates_folder)} names from {gates_folder}")
     if args.flow_shift is not None:
         if "flow_shift" not in pipe.scheduler.config:
-            raise ValueError(f"--flow_shift: the base's {type(pipe.scheduler).__name__} has no flow_shift setting")
+            raise CommandRefused(
+                f"--flow_shift: the base's {type(pipe.scheduler).__name__} has no flow_shift setting; "
+                "drop --flow_shift"
+            )
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, flow_shift=args.flow_shift)
     steps, guidance_scale = args.num_inference_steps, args.guidance_scale
-    if args.dmd_timesteps:
-        timesteps = [int(step) for step in args.dmd_timesteps.split(",")]
-        pipe.scheduler, steps, guidance_scale = dmd_scheduler(timesteps), len(timesteps), 1.0
-    if args.lora:  # after enable_vsa: a VSA LoRA also adapts the to_gate_compress projections
-        pipe.load_lora_weights(args.lora)
+    if checked.dmd_timesteps:
+        pipe.scheduler, steps = dmd_scheduler(checked.dmd_timesteps, DMD_TRAIN_TIMESTEPS), len(checked.dmd_timesteps)
+        guidance_scale = 1.0
+    for lora in checked.lora_files:  # after enable_vsa: a VSA LoRA also adapts the to_gate_compress projections
+        pipe.load_lora_weights(
+            args.lora, weight_name=lora.weight_name, load_into_transformer_2=lora.slot == "transformer_2"
+        )
+        print(f"LoRA {Path(args.lora) / lora.weight_name} -> {lora.slot}")
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     call = {
         "prompt": args.prompt,

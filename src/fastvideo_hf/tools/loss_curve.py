@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .refusal import CommandRefused
+
+
+@dataclass(frozen=True)
+class LossSummary:
+    """The mean loss of a run's first and last ``steps`` logged steps.
+
+    ``steps`` is the window, or half the run when the run is shorter than two windows: a 6-step run compares steps
+    1-3 with 4-6, never the same steps twice under two names.
+    """
+
+    first: float
+    last: float
+    steps: int
+    logged: int
+
+
+def summarize_loss(values: np.ndarray, window: int) -> LossSummary:
+    """First- and last-window means that never share a step (one step alone is both, and says so by ``steps``)."""
+    steps = max(1, min(window, len(values) // 2))
+    return LossSummary(float(values[:steps].mean()), float(values[-steps:].mean()), steps, len(values))
 
 
 def read_scalar(log_dir: str | Path, tag: str = "loss") -> tuple[np.ndarray, np.ndarray]:
@@ -32,10 +55,22 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (cumulative[1:] - cumulative[np.arange(1, len(values) + 1) - counts]) / counts
 
 
-def plot_loss_curves(
-    runs: dict[str, str | Path], output: str | Path, window: int = 10
-) -> dict[str, tuple[float, float]]:
-    """Plot each run's loss (raw and smoothed) to ``output``; returns (first, last) smoothed loss per run."""
+def plot_loss_curves(runs: dict[str, str | Path], output: str | Path, window: int = 10) -> dict[str, LossSummary]:
+    """Plot each run's loss (raw and smoothed) to ``output``; returns each run's first and last mean loss.
+
+    Raises ``CommandRefused`` before drawing for a window under 1, a missing folder or one without loss scalars.
+    """
+    if window < 1:
+        raise CommandRefused(f"--window must be at least 1 step, got {window}")
+    missing = [str(log_dir) for log_dir in runs.values() if not Path(log_dir).is_dir()]
+    if missing:
+        raise CommandRefused(f"no such folder: {', '.join(missing)} (pass the OUT/logs folder of a training run)")
+    curves = {name: read_scalar(log_dir) for name, log_dir in runs.items()}
+    empty = [str(runs[name]) for name, (steps, _) in curves.items() if len(steps) == 0]
+    if empty:
+        raise CommandRefused(
+            f"no 'loss' scalars under {', '.join(empty)}: was the run made with --report_to tensorboard?"
+        )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,14 +78,10 @@ def plot_loss_curves(
 
     figure, axis = plt.subplots(figsize=(7, 4))
     summary = {}
-    for name, log_dir in runs.items():
-        steps, values = read_scalar(log_dir)
-        if len(steps) == 0:
-            raise ValueError(f"no 'loss' scalars under {log_dir}: was the run made with --report_to tensorboard?")
-        smoothed = smooth(values, window)
-        (line,) = axis.plot(steps, smoothed, label=f"{name} (mean of {window})")
+    for name, (steps, values) in curves.items():
+        (line,) = axis.plot(steps, smooth(values, window), label=f"{name} (mean of {window})")
         axis.plot(steps, values, alpha=0.25, color=line.get_color())
-        summary[name] = (float(values[:window].mean()), float(values[-window:].mean()))
+        summary[name] = summarize_loss(values, window)
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("flow-matching loss")
     axis.legend()

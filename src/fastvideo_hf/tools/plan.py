@@ -27,17 +27,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import math
 from pathlib import Path
 
 from ..training.memory_plan import (
     DEFAULT_LORA_TARGETS,
+    ModelShape,
     TrainingSetup,
     format_plan,
     make_plan,
     plan_to_json,
     resolve_model,
 )
+from .refusal import CommandRefused
+
+DEFAULT_RANK = 32  # train_wan_lora.py's --rank default
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -49,8 +53,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "wan2.1-t2v-14b), a local diffusers pipeline folder, or a Hub id whose configs are in the local cache.",
     )
     parser.add_argument("--revision", default=None, help="Revision of a cached Hub model.")
-    parser.add_argument("--height", type=int, default=480, help="Training height in pixels.")
-    parser.add_argument("--width", type=int, default=832, help="Training width in pixels.")
+    parser.add_argument(
+        "--height", type=int, default=480, help="Training height in pixels (a multiple of 16; 32 for Wan2.2 TI2V-5B)."
+    )
+    parser.add_argument(
+        "--width", type=int, default=832, help="Training width in pixels (a multiple of 16; 32 for Wan2.2 TI2V-5B)."
+    )
     parser.add_argument("--num_frames", type=int, default=81, help="Frames per training clip (4k+1).")
     parser.add_argument("--train_batch_size", type=int, default=1, help="Clips per process and step.")
     parser.add_argument(
@@ -59,11 +67,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         choices=["lora", "full"],
         help="lora: train_wan_lora.py (frozen base); full: train_wan.py (every weight, float32 master weights).",
     )
-    parser.add_argument("--rank", type=int, default=32, help="LoRA rank (--mode lora).")
+    parser.add_argument("--rank", type=int, default=None, help=f"LoRA rank (--mode lora; default {DEFAULT_RANK}).")
     parser.add_argument(
         "--lora_target_modules",
-        default=",".join(DEFAULT_LORA_TARGETS),
-        help="Comma-separated Linear names the LoRA adapts, as the training flag of the same name.",
+        default=None,
+        help="Comma-separated Linear names the LoRA adapts, as the training flag of the same name (--mode lora; "
+        f"default {','.join(DEFAULT_LORA_TARGETS)}).",
     )
     parser.add_argument(
         "--mixed_precision", default="bf16", choices=["bf16", "fp16", "no"], help="The training run's mixed precision."
@@ -72,7 +81,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--expert",
         default=None,
         choices=["high", "low", "both"],
-        help="Wan2.2 A14B: one expert trains (high or low, the default) or both (both in GPU memory).",
+        help="Wan2.2 A14B only: one expert trains (high or low, the default) or both (both in GPU memory).",
     )
     parser.add_argument("--gpu_memory", type=float, default=24, help="Memory of one GPU in GiB (24 for a 4090).")
     parser.add_argument(
@@ -86,32 +95,76 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the plan (and write ``--json``); 2 with a message when the model cannot be resolved offline or the
-    flags make no run."""
-    for flag in ("height", "width", "num_frames", "train_batch_size", "rank", "num_gpus"):
+    """Print the plan (and write ``--json``). A setting that makes no training run, or a model that cannot be
+    resolved offline, is refused (``CommandRefused``: one line, exit 2) before anything is estimated."""
+    model, setup = check_settings(args)
+    try:
+        plan = make_plan(model, setup, args.gpu_memory)
+    except ValueError as error:  # LoRA targets matching no Linear of the model
+        raise CommandRefused(str(error)) from error
+    print(format_plan(plan))
+    if args.json:
+        Path(args.json).write_text(json.dumps(plan_to_json(plan), indent=2) + "\n")
+        print(f"plan written to {args.json}")
+    return 0
+
+
+def check_settings(args: argparse.Namespace) -> tuple[ModelShape, TrainingSetup]:
+    """The model and the run the flags describe, or ``CommandRefused`` naming the flag: sizes the VAE and the patch
+    embedding cannot take (preprocess refuses them too), a GPU of no memory, and flags that do not apply to the mode
+    or the model (they would be ignored silently)."""
+    for flag in ("height", "width", "num_frames", "train_batch_size", "num_gpus"):
         if getattr(args, flag) < 1:
-            print(f"fastvideo-hf plan: error: --{flag} must be at least 1", file=sys.stderr)
-            return 2
-    targets = tuple(name.strip() for name in args.lora_target_modules.split(",") if name.strip())
+            raise CommandRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if not math.isfinite(args.gpu_memory) or args.gpu_memory <= 0:
+        raise CommandRefused(f"--gpu_memory is one GPU's memory in GiB, e.g. 24 or 80; got {args.gpu_memory}")
+    if args.mode == "full":
+        given = [flag for flag in ("rank", "lora_target_modules") if getattr(args, flag) is not None]
+        if given:
+            names = " and ".join(f"--{flag}" for flag in given)
+            raise CommandRefused(
+                f"{names} {'is a LoRA setting' if len(given) == 1 else 'are LoRA settings'} and --mode full trains "
+                f"every weight: drop {names}, or plan --mode lora"
+            )
+    rank = DEFAULT_RANK if args.rank is None else args.rank
+    if rank < 1:
+        raise CommandRefused(f"--rank must be at least 1, got {rank}")
+    try:
+        model = resolve_model(args.pretrained_model_name_or_path, args.revision)
+    except (FileNotFoundError, ValueError) as error:  # not a known model, a local folder or a cached Hub id
+        raise CommandRefused(str(error)) from error
+    if args.expert is not None and len(model.experts) < 2:
+        raise CommandRefused(
+            f"--expert is for Wan2.2 A14B (two experts); {model.name} has one transformer: drop --expert"
+        )
+    patch_t, patch_h, patch_w = model.config.get("patch_size", (1, 2, 2))
+    for flag, unit in (("height", model.vae_scale_spatial * patch_h), ("width", model.vae_scale_spatial * patch_w)):
+        size = getattr(args, flag)
+        if size % unit:
+            below = size // unit * unit
+            near = f"{below} or {below + unit}" if below else str(unit)
+            raise CommandRefused(
+                f"--{flag} must be a multiple of {unit} for this model (one token per {unit} pixels: VAE "
+                f"{model.vae_scale_spatial}x, patch {patch_h}); {size} is not: try {near}"
+            )
+    frames_unit = model.vae_scale_temporal * patch_t
+    if (args.num_frames - 1) % frames_unit:
+        below = (args.num_frames - 1) // frames_unit * frames_unit + 1
+        raise CommandRefused(
+            f"--num_frames must be {frames_unit}k+1 for Wan's VAE, as preprocess takes it; {args.num_frames} is not: "
+            f"try {below} or {below + frames_unit}"
+        )
+    lora_targets = args.lora_target_modules or ",".join(DEFAULT_LORA_TARGETS)
     setup = TrainingSetup(
         mode=args.mode,
         height=args.height,
         width=args.width,
         num_frames=args.num_frames,
         train_batch_size=args.train_batch_size,
-        rank=args.rank,
-        lora_targets=targets,
+        rank=rank,
+        lora_targets=tuple(name.strip() for name in lora_targets.split(",") if name.strip()),
         mixed_precision=args.mixed_precision,
         num_gpus=args.num_gpus,
         expert=args.expert,
     )
-    try:
-        plan = make_plan(resolve_model(args.pretrained_model_name_or_path, args.revision), setup, args.gpu_memory)
-    except (FileNotFoundError, ValueError) as error:  # not resolvable offline, or LoRA targets matching nothing
-        print(f"fastvideo-hf plan: error: {error}", file=sys.stderr)
-        return 2
-    print(format_plan(plan))
-    if args.json:
-        Path(args.json).write_text(json.dumps(plan_to_json(plan), indent=2) + "\n")
-        print(f"plan written to {args.json}")
-    return 0
+    return model, setup

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from ..vsa.checkpoints import GATE_KEY_FORMATS, gate_key_naming, rename_gate_keys
+from .refusal import CommandRefused
 
 TRANSFORMER_FOLDERS = ("transformer", "transformer_2")
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -28,30 +29,47 @@ def export_vsa_checkpoint(
 
     Returns the transformer folders written. Every tensor other than the gates is written unchanged, and the
     folders must hold gates: exporting a dense finetune as a VSA model would hand FastVideo zero gates silently.
+    What would be refused (``CommandRefused``) is checked before anything is written, reading only key names.
     """
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     if gate_names not in GATE_KEY_FORMATS:
-        raise ValueError(f"unknown VSA gate naming {gate_names!r}; choose from {sorted(GATE_KEY_FORMATS)}")
+        raise CommandRefused(f"unknown VSA gate naming {gate_names!r}; choose from {sorted(GATE_KEY_FORMATS)}")
     input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise CommandRefused(f"--input {input_dir}: no such folder (pass the OUT of a VSA train_wan.py run)")
     if output_dir.resolve() == input_dir.resolve():
-        raise ValueError("export-vsa writes a new folder: --output must differ from --input")
+        raise CommandRefused("export-vsa writes a new folder: --output must differ from --input")
     sources = [input_dir / name for name in TRANSFORMER_FOLDERS if (input_dir / name).is_dir()]
     if not sources:
-        raise FileNotFoundError(f"{input_dir} has no {' or '.join(TRANSFORMER_FOLDERS)} folder")
+        raise CommandRefused(
+            f"--input {input_dir} has no {' or '.join(TRANSFORMER_FOLDERS)} folder: not a full finetune output "
+            "(a LoRA's VSA gates are in its pytorch_lora_weights.safetensors)"
+        )
+    for source in sources:
+        keys = set()
+        for path in source.glob("*.safetensors"):
+            with safe_open(path, framework="pt") as handle:
+                keys.update(handle.keys())
+        namings = {gate_key_naming(key) for key in keys} - {None}
+        if not namings:
+            raise CommandRefused(f"{source} holds no VSA gate weights (to_gate_compress): not a VSA finetune")
+        if len(namings) > 1:
+            raise CommandRefused(f"{source} holds VSA gate weights under both namings ({', '.join(sorted(namings))})")
+    if base_model is not None and not (Path(base_model) / "model_index.json").is_file():
+        raise CommandRefused(
+            f"--base_model {base_model} is not a local diffusers pipeline folder (no model_index.json)"
+        )
     if base_model is not None:
         _copy_pipeline_without_transformers(Path(base_model), output_dir)
     written = []
     for source in sources:
         target = output_dir / source.name
         target.mkdir(parents=True, exist_ok=True)
-        num_gates = 0
         for path in sorted(source.glob("*.safetensors")):
             tensors = load_file(path)
-            num_gates += sum(1 for key in tensors if gate_key_naming(key))
             save_file(rename_gate_keys(tensors, gate_names), target / path.name, metadata={"format": "pt"})
-        if num_gates == 0:
-            raise ValueError(f"{source} holds no VSA gate weights (to_gate_compress): not a VSA finetune")
         index = source / INDEX_NAME
         if index.is_file():
             content = json.loads(index.read_text())
@@ -66,10 +84,6 @@ def export_vsa_checkpoint(
 
 def _copy_pipeline_without_transformers(base_model: Path, output_dir: Path) -> None:
     """The base pipeline's other components (copied, so the export is a self-contained folder to upload)."""
-    if not (base_model / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"--base_model {base_model} is not a local diffusers pipeline folder (model_index.json)"
-        )
     output_dir.mkdir(parents=True, exist_ok=True)
     for entry in base_model.iterdir():
         if entry.name in TRANSFORMER_FOLDERS or entry.name.startswith("."):

@@ -698,7 +698,8 @@ def make_plan(model: ModelShape, setup: TrainingSetup, gpu_memory_gib: float) ->
 
 def largest_fitting_frames(plan: Plan) -> int | None:
     """When nothing fits: the most frames (4k+1, as Wan's VAE takes them) that some combination fits, or None."""
-    for frames in range(plan.setup.num_frames - 4, 0, -4):
+    below = (plan.setup.num_frames - 2) // 4 * 4 + 1  # the largest 4k+1 under num_frames, whatever num_frames is
+    for frames in range(below, 0, -4):
         smaller = replace(plan.setup, num_frames=frames)
         if any(
             estimate(plan.model, plan.counts, smaller, row.options).total <= plan.gpu_memory_bytes for row in plan.rows
