@@ -12,6 +12,7 @@ OUT/validation/.
 """
 
 import logging
+import sys
 
 import torch
 from accelerate.logging import get_logger
@@ -20,7 +21,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from fastvideo_hf.model_spec import WanModelSpec
-from fastvideo_hf.training.args import build_training_parser, validate_training_args
+from fastvideo_hf.training.args import build_training_parser, run_refusing_in_one_line, validate_training_args
 from fastvideo_hf.training.checkpoint_hooks import register_full_finetune_hooks, save_full_outputs
 from fastvideo_hf.training.context_parallel import (
     check_context_parallel_args,
@@ -42,6 +43,7 @@ from fastvideo_hf.training.stages import (
     flow_matching_config,
     load_checked_latent_dataset,
     load_transformer_to_train,
+    on_main_process_first,
     resume_state,
     run_is_complete,
     save_checkpoint,
@@ -53,7 +55,12 @@ from fastvideo_hf.training.stages import (
     update_vsa_sparsity,
     weight_dtype_for,
 )
-from fastvideo_hf.training.validation import latest_validation_videos, run_validation, validation_entries
+from fastvideo_hf.training.validation import (
+    check_validation_entries,
+    latest_validation_videos,
+    run_validation,
+    validation_entries,
+)
 
 logger = get_logger(__name__)
 
@@ -71,6 +78,8 @@ def main(args):
     accelerator = create_accelerator(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
+    # processes per sample (--context_parallel_*) must divide the run's: refused before any weight is read
+    layout = parallel_layout(args, accelerator.num_processes, accelerator.process_index)
     set_seed(args.seed)
     if accelerator.is_main_process:
         accelerator.init_trackers("wan-full-finetune", config=tracker_config(args))  # never the token
@@ -91,15 +100,17 @@ def main(args):
             expert.enable_gradient_checkpointing()
     register_full_finetune_hooks(accelerator, slot)
     # --context_parallel_*: each sample's tokens sharded over a group of processes (diffusers' hooks)
-    layout = parallel_layout(args, accelerator.num_processes, accelerator.process_index)
-    enable_context_parallel(transformer, layout, accelerator.device)
+    enable_context_parallel(transformer, layout, accelerator.device, weight_dtype)
 
     trained_parameters = list(transformer.parameters())
     optimizer = create_optimizer(trained_parameters, args)
-    with accelerator.main_process_first():  # one process builds the datasets cache, the others reuse it
-        dataset, fingerprint = load_checked_latent_dataset(args, spec)
-    # every sequence must split evenly over a context-parallel group: refused now, not hours in
-    check_token_counts(transformer, dataset.shapes, validation_entries(args, dataset.task), spec, layout)
+    # one process builds the datasets cache, the others reuse it (or share its refusal of the dataset)
+    dataset, fingerprint = on_main_process_first(accelerator, lambda: load_checked_latent_dataset(args, spec))
+    # validation sizes the pipeline takes, and sequences that split evenly over a context-parallel group: refused
+    # now, not at the first validation or the first batch of an odd shape, hours in
+    entries = validation_entries(args, dataset.task)
+    check_validation_entries(entries, transformer, spec)
+    check_token_counts(transformer, dataset.shapes, entries, spec, layout)
     dataloader, batch_sampler = create_dataloader(dataset, args, layout)
     max_train_steps, num_train_epochs = training_length(args, len(batch_sampler))
     # Global batches are split across processes, so the prepared scheduler steps once per optimizer step
@@ -187,4 +198,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(run_refusing_in_one_line(main, parse_args))

@@ -1,4 +1,4 @@
-"""Context parallelism: Ulysses runs of real `torchrun` processes (gloo) equal the one-process run."""
+"""Context parallelism: Ulysses and ring runs of real `torchrun` processes (gloo) equal the one-process run."""
 
 import argparse
 import io
@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from fastvideo_hf.model_spec import WanModelSpec
 from fastvideo_hf.tools.loss_curve import read_scalar
-from fastvideo_hf.training.args import build_training_parser
+from fastvideo_hf.training.args import SettingRefused, build_training_parser
 from fastvideo_hf.training.context_parallel import (
     ContextParallelBatchSampler,
     ParallelLayout,
@@ -22,6 +22,7 @@ from fastvideo_hf.training.context_parallel import (
     check_model_supports,
     check_token_counts,
     parallel_layout,
+    use_ring_attention_backend,
 )
 from fastvideo_hf.training.latent_dataset import SameShapeBatchSampler
 from fastvideo_hf.training.validation import ValidationEntry
@@ -110,6 +111,25 @@ def test_ulysses_over_two_processes_equals_one_process(tmp_path, latents_dir, ti
     assert_same_run(one_process_run(vsa), tmp_path / "ulysses")
 
 
+def test_ring_over_two_processes_equals_one_process(tmp_path, latents_dir, tiny_model_dir, one_process_run):
+    # Ring attention merges each process's partial attention with its log-sum-exp: diffusers' default native
+    # backend refused to return it at the first step ("Native attention does not support return_lse=True").
+    result = run_training(
+        "train_wan_lora.py",
+        tiny_model_dir,
+        latents_dir,
+        tmp_path / "ring",
+        *LORA_FLAGS,
+        "--train_batch_size",
+        "2",
+        "--context_parallel_ring",
+        "2",
+        nproc=2,
+    )
+    assert "1 data-parallel rank(s) x (ring 2 x ulysses 1)" in result.stderr
+    assert_same_run(one_process_run(False), tmp_path / "ring")
+
+
 def test_two_data_parallel_ranks_of_two_ulysses_processes_equal_one_process(
     tmp_path, latents_dir, tiny_model_dir, one_process_run
 ):
@@ -168,6 +188,12 @@ def test_impossible_layouts_are_refused_with_what_to_do(tiny_model_dir):
     transformer = WanTransformer3DModel.from_pretrained(tiny_model_dir, subfolder="transformer")
     with pytest.raises(ValueError, match="must divide the 2 attention heads"):
         check_model_supports(transformer, ParallelLayout(ulysses=4, world_size=4))
+
+    # a GPU's ring attention runs diffusers' cuDNN backend: bf16 / fp16 only, refused (not crashed) otherwise
+    with pytest.raises(SettingRefused, match="add --mixed_precision bf16"):
+        use_ring_attention_backend(transformer, torch.device("cuda"), torch.float32)
+    with pytest.raises(SettingRefused, match="use --context_parallel_ulysses"):
+        use_ring_attention_backend(transformer, torch.device("mps"), torch.bfloat16)
 
     spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
     layout = ParallelLayout(ulysses=2, ring=2, world_size=4)

@@ -7,10 +7,48 @@ scripts from drifting apart. Defaults follow the published Wan recipes (FastVide
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 # FastVideo's LoRA targets: q, k, v and out of self- and cross-attention in every block (also `fastvideo-hf plan`'s)
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+class SettingRefused(ValueError):
+    """A setting the run cannot go on with (a flag, the dataset, a checkpoint); the message says what to do.
+
+    The scripts print it as one line and exit 2, as ``fastvideo-hf preprocess`` does, so a user sees the fix and not a
+    traceback; any other exception is a bug and keeps its traceback. A ``ValueError``, so that callers of the library
+    functions that raise it catch it as before."""
+
+
+def run_refusing_in_one_line(main: Callable[[argparse.Namespace], None], parse_args: Callable[[], argparse.Namespace]):
+    """``main(parse_args())``; returns the exit status: 0, or 2 after a ``SettingRefused``, printed as one line by the
+    first process only (every process of a run refuses the same setting, and N copies bury it)."""
+    try:
+        main(parse_args())
+    except SettingRefused as refusal:
+        if int(os.environ.get("RANK", "0")) == 0:  # set by torchrun and accelerate launch, before any process group
+            print(f"{Path(sys.argv[0]).name}: error: {refusal}", file=sys.stderr)
+        return 2
+    return 0
+
+
+class _StoreGiven(argparse.Action):
+    """``store``, and note the flag in ``namespace._given``: a flag with a default cannot otherwise tell whether the
+    user passed it, and a flag passed where it has no effect is refused rather than ignored."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace._given = {*getattr(namespace, "_given", ()), self.dest}
+
+
+def given_flags(args: argparse.Namespace) -> set[str]:
+    """The flags (as ``dest`` names) with a ``_StoreGiven`` action that the command line named."""
+    return set(getattr(args, "_given", ()))
 
 
 def build_training_parser(description: str, lora: bool) -> argparse.ArgumentParser:
@@ -145,17 +183,27 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
         choices=["sdpa", "vsa"],
         help="sdpa: diffusers' dense attention; vsa: Video Sparse Attention in every self-attention.",
     )
-    vsa.add_argument("--vsa_sparsity", type=float, default=0.9, help="Target fraction of key tiles skipped.")
+    vsa.add_argument(
+        "--vsa_sparsity", type=float, default=0.9, action=_StoreGiven, help="Target fraction of key tiles skipped."
+    )
     vsa.add_argument(
         "--vsa_decay_rate",
         type=float,
+        action=_StoreGiven,
         default=0.03,
         help="Sparsity added every --vsa_decay_interval_steps (FastVideo's Wan2.1 1.3B recipe: 0.03 every 50).",
     )
-    vsa.add_argument("--vsa_decay_interval_steps", type=int, default=50, help="Steps between sparsity increases.")
+    vsa.add_argument(
+        "--vsa_decay_interval_steps",
+        type=int,
+        default=50,
+        action=_StoreGiven,
+        help="Steps between sparsity increases.",
+    )
     vsa.add_argument(
         "--vsa_backend",
         default="auto",
+        action=_StoreGiven,
         choices=["auto", "torch", "flex", "kernel"],
         help="auto: FastVideo's kernel on a GPU that has it, else FlexAttention; plain torch for CPU training.",
     )
@@ -182,6 +230,7 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
         "--offload_blocks_per_group",
         type=int,
         default=1,
+        action=_StoreGiven,
         help="Transformer blocks per group with --group_offload block_level (more: fewer transfers, more memory).",
     )
     memory.add_argument(
@@ -224,9 +273,9 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
 
 
 def validate_training_args(args: argparse.Namespace) -> None:
-    """Refuse flag combinations that would fail late or leak a secret."""
+    """Refuse flag combinations that would fail late, leak a secret, or be ignored without a word."""
     if args.report_to in ("wandb", "all") and args.hub_token is not None:
-        raise ValueError(
+        raise SettingRefused(
             "You cannot use both --report_to=wandb and --hub_token due to a security risk of exposing your token."
             " Please use `hf auth login` to authenticate with the Hub."
         )
@@ -237,15 +286,23 @@ def validate_training_args(args: argparse.Namespace) -> None:
             UserWarning,
             stacklevel=2,
         )
-    for flag in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"):
+    counts = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps")
+    for flag in (*counts, "validation_num_inference_steps", "validation_fps"):
         if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+            raise SettingRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     for flag in ("max_train_steps", "num_train_epochs"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+            raise SettingRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if not 0.0 <= args.caption_dropout < 1.0:
-        raise ValueError("--caption_dropout must be in [0, 1)")
+        raise SettingRefused("--caption_dropout must be in [0, 1)")
     if args.flow_shift <= 0:
-        raise ValueError("--flow_shift must be positive")
+        raise SettingRefused("--flow_shift must be positive")
     if not 0.0 <= args.vsa_sparsity < 1.0:
-        raise ValueError("--vsa_sparsity must be in [0, 1)")
+        raise SettingRefused("--vsa_sparsity must be in [0, 1)")
+    vsa_flags = sorted(flag for flag in given_flags(args) if flag.startswith("vsa_"))
+    if vsa_flags and args.attention_backend != "vsa":
+        named = ", ".join(f"--{flag}" for flag in vsa_flags)
+        raise SettingRefused(
+            f"{named} without --attention_backend vsa would be ignored: add --attention_backend vsa to train with "
+            f"Video Sparse Attention, or drop {named}"
+        )

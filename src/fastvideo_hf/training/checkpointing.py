@@ -22,11 +22,17 @@ import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .args import SettingRefused
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STAGING_PATTERN = re.compile(r"^checkpoint-(\d+)\.tmp$")
 TRAINING_STATE_FILE = "training_state.json"
+
+
+class CheckpointNotFoundError(SettingRefused, FileNotFoundError):
+    """``--resume_from_checkpoint`` names no complete checkpoint: the message says which to pass instead."""
 
 
 @dataclass
@@ -131,10 +137,12 @@ def resolve_resume_checkpoint(output_dir: str | Path, resume_from_checkpoint: st
     if not path.is_dir():
         path = Path(output_dir) / resume_from_checkpoint
     if not path.is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint {resume_from_checkpoint}: no checkpoint directory there")
+        raise CheckpointNotFoundError(
+            f"--resume_from_checkpoint {resume_from_checkpoint}: no checkpoint directory there"
+        )
     reason = incomplete_reason(path)
     if reason is not None:
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"--resume_from_checkpoint {path} is incomplete ({reason}): pass another checkpoint or `latest`"
         )
     return path

@@ -15,6 +15,11 @@ adds what training needs around it:
   on each rank its share of the gradient: the sum over the group is the gradient of that loss. DDP (or FSDP)
   averages over the whole world, so the loss is scaled by the group size (``loss_scale``); the mean over the world
   is then the mean over the data-parallel ranks of each slice's full gradient.
+- Ring attention merges each process's partial attention with the log-sum-exp of its scores, which diffusers' default
+  (``native``) backend does not return ("Native attention does not support return_lse=True" at the first step). On
+  CUDA the experts run diffusers' cuDNN backend, as its context-parallel guide does; on a CPU (how ring is tested)
+  diffusers has no such backend, so the native backend's context-parallel path is given forward and backward ops over
+  PyTorch's CPU flash-attention kernel, which returns it (``use_cpu_attention_with_lse``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ..model_spec import WanModelSpec
+from .args import SettingRefused
 from .experts import expert_modules
 
 logger = logging.getLogger(__name__)
@@ -75,7 +81,7 @@ def parallel_layout(args: argparse.Namespace, world_size: int, process_index: in
     refusing a world the groups do not divide."""
     layout = ParallelLayout(args.context_parallel_ulysses, args.context_parallel_ring, world_size, process_index)
     if world_size % layout.degree:
-        raise ValueError(
+        raise SettingRefused(
             f"--context_parallel_ulysses {layout.ulysses} x --context_parallel_ring {layout.ring} = {layout.degree} "
             f"processes per sample does not divide the {world_size} processes of this run: launch a multiple of "
             f"{layout.degree} processes"
@@ -87,17 +93,17 @@ def check_context_parallel_args(args: argparse.Namespace) -> None:
     """Refuse, at parse time, the combinations context parallelism cannot run."""
     for flag in ("context_parallel_ulysses", "context_parallel_ring"):
         if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+            raise SettingRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.context_parallel_ulysses * args.context_parallel_ring == 1:
         return
     if args.attention_backend == "vsa" and args.context_parallel_ring > 1:
-        raise ValueError(
+        raise SettingRefused(
             "VSA needs every tile of the video in one attention call: ring attention splits the keys over processes. "
             "Use --context_parallel_ulysses with --attention_backend vsa (after Ulysses' all-to-all each process "
             "holds the whole sequence for a subset of heads)"
         )
     if getattr(args, "group_offload", None) is not None:
-        raise ValueError(
+        raise SettingRefused(
             "--group_offload and context parallelism are not supported together: context parallelism is for "
             "several GPUs, where FSDP (examples/accelerate_configs/fsdp.yaml) shards the weights instead"
         )
@@ -110,7 +116,7 @@ def check_model_supports(transformer: torch.nn.Module, layout: ParallelLayout) -
     for name, expert in expert_modules(transformer).items():
         heads = expert.config.num_attention_heads
         if heads % layout.ulysses:
-            raise ValueError(
+            raise SettingRefused(
                 f"--context_parallel_ulysses {layout.ulysses} must divide the {heads} attention heads of the {name}: "
                 f"use a divisor of {heads}, or add --context_parallel_ring"
             )
@@ -144,7 +150,7 @@ def check_token_counts(
         if tokens % layout.degree:
             bad.append(f"{source} {frames}x{height}x{width} -> {tokens} tokens")
     if bad:
-        raise ValueError(
+        raise SettingRefused(
             f"context parallelism over {layout.degree} processes splits each token sequence evenly, and these do "
             f"not divide: {'; '.join(bad)}. Use sizes whose token count is a multiple of {layout.degree} (preprocess "
             "again, or set --validation_height/--validation_width/--validation_num_frames), or fewer processes per "
@@ -190,17 +196,22 @@ def _one_device_on_cpu():
         torch.accelerator.device_count = original
 
 
-def enable_context_parallel(transformer: torch.nn.Module, layout: ParallelLayout, device: torch.device) -> None:
+def enable_context_parallel(
+    transformer: torch.nn.Module, layout: ParallelLayout, device: torch.device, compute_dtype: torch.dtype
+) -> None:
     """Shard the sequence of every trained transformer over its context-parallel group (no-op when off).
 
     Call it on every process after the adapter is added and before ``accelerator.prepare``: the hooks live on the
-    transformer's own modules, which DDP / FSDP then wrap."""
+    transformer's own modules, which DDP / FSDP then wrap. ``compute_dtype`` is the dtype attention runs in (the
+    mixed-precision dtype), which decides whether ring attention has a backend on a GPU."""
     if not layout.enabled:
         return
     from diffusers import ContextParallelConfig
     from torch.distributed.device_mesh import init_device_mesh
 
     check_model_supports(transformer, layout)
+    if layout.ring > 1:
+        use_ring_attention_backend(transformer, device, compute_dtype)
     mesh = init_device_mesh(
         device.type,
         (layout.data_parallel_size, layout.ring, layout.ulysses),
@@ -217,6 +228,85 @@ def enable_context_parallel(transformer: torch.nn.Module, layout: ParallelLayout
         layout.ulysses,
         layout.data_parallel_rank,
     )
+
+
+# diffusers' backend for ring attention on CUDA: it supports context parallelism and returns the log-sum-exp
+RING_CUDA_BACKEND = "_native_cudnn"
+
+
+def use_ring_attention_backend(transformer: torch.nn.Module, device: torch.device, compute_dtype: torch.dtype) -> None:
+    """Make every attention of ``transformer`` return the log-sum-exp that ring attention merges partial results
+    with; refuse a device or dtype where no backend does, before the first step rather than at it."""
+    if device.type == "cpu":
+        use_cpu_attention_with_lse()
+        return
+    if device.type != "cuda":
+        raise SettingRefused(
+            f"--context_parallel_ring needs attention that returns its log-sum-exp, which diffusers has on CUDA "
+            f"(cuDNN) and not on {device.type}: use --context_parallel_ulysses instead"
+        )
+    if compute_dtype not in (torch.bfloat16, torch.float16):
+        raise SettingRefused(
+            "--context_parallel_ring on GPUs runs diffusers' cuDNN attention, which computes in bf16 or fp16 only: "
+            "add --mixed_precision bf16, or use --context_parallel_ulysses instead"
+        )
+    for expert in expert_modules(transformer).values():
+        expert.set_attention_backend(RING_CUDA_BACKEND)
+
+
+def use_cpu_attention_with_lse() -> None:
+    """Route the context-parallel path of diffusers' native backend through ``_cpu_attention_forward_op`` /
+    ``_cpu_attention_backward_op``, which return and use the log-sum-exp (for this process; idempotent).
+
+    diffusers' own native ops refuse ``return_lse=True``; its backends that return it (cuDNN, flash) are CUDA
+    kernels. The native backend looks its ops up at every call, so replacing them here changes only attention under
+    context parallelism: attention without it (cross-attention, validation's other models) still calls SDPA."""
+    from diffusers.models import attention_dispatch
+
+    attention_dispatch._native_attention_forward_op = _cpu_attention_forward_op
+    attention_dispatch._native_attention_backward_op = _cpu_attention_backward_op
+
+
+def _cpu_attention_forward_op(
+    ctx,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    return_lse: bool = False,
+    _save_ctx: bool = True,
+    _parallel_config=None,
+):
+    """diffusers' forward-op contract (tensors [B, S, H, D], log-sum-exp [B, S, H]) over PyTorch's CPU flash
+    attention, as diffusers' ``_native_flash_attention_forward_op`` is over the CUDA one."""
+    if attn_mask is not None or dropout_p or enable_gqa:
+        raise NotImplementedError("CPU context-parallel attention takes no mask, dropout or grouped heads")
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        *(x.transpose(1, 2) for x in (query, key, value)), dropout_p, is_causal, scale=scale
+    )
+    out, lse = out.transpose(1, 2).contiguous(), lse.transpose(1, 2).contiguous()
+    if _save_ctx:  # model layout, so that ring attention's backward can pass each step's key / value instead
+        ctx.save_for_backward(query, key, value, out, lse)
+        ctx.is_causal, ctx.scale = is_causal, scale
+    return (out, lse) if return_lse else out
+
+
+def _cpu_attention_backward_op(ctx, grad_out: torch.Tensor, *args, **overrides):
+    """Gradients for query, key and value; ring attention passes the key and value of each step and the merged output
+    and log-sum-exp (``overrides``), Ulysses nothing (the saved tensors)."""
+    saved = dict(zip(("query", "key", "value", "out", "lse"), ctx.saved_tensors, strict=True))
+    tensors = {name: overrides.get(name) if overrides.get(name) is not None else saved[name] for name in saved}
+    query, key, value, out = (tensors[name].transpose(1, 2) for name in ("query", "key", "value", "out"))
+    lse = tensors["lse"].transpose(1, 2).to(torch.float32).contiguous()
+    grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        grad_out.transpose(1, 2).to(query.dtype), query, key, value, out.to(query.dtype), lse, 0.0, ctx.is_causal,
+        scale=ctx.scale,
+    )  # fmt: skip
+    return tuple(grad.transpose(1, 2) for grad in grads)
 
 
 def is_context_parallel(transformer: torch.nn.Module) -> bool:

@@ -14,20 +14,21 @@ from typing import Any
 import numpy as np
 
 from ..model_spec import WanModelSpec
+from .args import SettingRefused
 
 # What datasets' videofolder and our sources read as videos: a folder of these needs preprocessing first.
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi")
 
 
-class DatasetModelMismatchError(ValueError):
+class DatasetModelMismatchError(SettingRefused):
     pass
 
 
-class LatentDatasetNotFoundError(ValueError):
+class LatentDatasetNotFoundError(SettingRefused):
     """``--dataset_name`` names no latent dataset: the message says what it is and what to run."""
 
 
-class LatentDatasetChangedError(ValueError):
+class LatentDatasetChangedError(SettingRefused):
     """A local latent folder whose shards no longer match the card ``preprocess`` wrote with them."""
 
 

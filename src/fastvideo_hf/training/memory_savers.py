@@ -12,6 +12,9 @@ for:
   forward (no-stream path) or be reset to their values at the time of the call (the stream path restores pinned CPU
   copies taken then). ``keep_trainable_on_device`` takes every trainable parameter out of the groups, so the LoRA,
   its gradients and the optimizer state stay on the device and only frozen weights travel.
+- Under DDP, the fp8 weights are left out of DDP's broadcast of the model from the first process: gloo cannot send
+  fp8 ("Invalid scalar type"), and there is nothing to send: every process loads the same frozen weights from the
+  same files and casts them the same way (the LoRA, which trains, is still broadcast and its gradients averaged).
 - Backward needs the frozen weights again (for the input gradient): autograd keeps the device copy a forward used
   until backward is done with it, so without ``--gradient_checkpointing`` a block's copy lives from its forward to
   its backward and the saving is small; with checkpointing, the recomputation onloads the block again.
@@ -24,6 +27,7 @@ import logging
 
 import torch
 
+from .args import SettingRefused, given_flags
 from .experts import expert_modules
 
 logger = logging.getLogger(__name__)
@@ -35,21 +39,29 @@ _GROUP_OFFLOADING_HOOK = "group_offloading"  # the name diffusers.hooks.group_of
 def check_memory_saver_args(args: argparse.Namespace, lora: bool) -> None:
     """Refuse the combinations that cannot work, at parse time rather than after the model is loaded."""
     if not lora and args.layerwise_casting is not None:
-        raise ValueError(
+        raise SettingRefused(
             "--layerwise_casting stores weights in fp8 and is for LoRA training (train_wan_lora.py): a full finetune "
             "trains every weight, and fp8 storage would round away each optimizer update"
         )
     if not lora and args.group_offload is not None:
-        raise ValueError(
+        raise SettingRefused(
             "--group_offload keeps frozen weights on the CPU and is for LoRA training (train_wan_lora.py): a full "
             "finetune has no frozen weights; shard them with FSDP or DeepSpeed (examples/accelerate_configs) instead"
         )
     if args.offload_blocks_per_group < 1:
-        raise ValueError(f"--offload_blocks_per_group must be at least 1, got {args.offload_blocks_per_group}")
+        raise SettingRefused(f"--offload_blocks_per_group must be at least 1, got {args.offload_blocks_per_group}")
+    if "offload_blocks_per_group" in given_flags(args) and args.group_offload != "block_level":
+        raise SettingRefused(
+            f"--offload_blocks_per_group counts the blocks of --group_offload block_level, which this run does not "
+            f"use (--group_offload {args.group_offload}): add --group_offload block_level, or drop "
+            "--offload_blocks_per_group"
+        )
     if args.offload_use_stream and args.group_offload is None:
-        raise ValueError("--offload_use_stream needs --group_offload")
+        raise SettingRefused("--offload_use_stream needs --group_offload")
     if args.offload_use_stream and not torch.cuda.is_available():
-        raise ValueError("--offload_use_stream prefetches on a CUDA stream and needs CUDA, which this machine lacks")
+        raise SettingRefused(
+            "--offload_use_stream prefetches on a CUDA stream and needs CUDA, which this machine lacks"
+        )
 
 
 def uses_memory_savers(args: argparse.Namespace) -> bool:
@@ -80,7 +92,7 @@ def place_frozen_weights(
     if not uses_memory_savers(args):
         return
     if args.group_offload is not None and num_processes > 1:
-        raise ValueError(
+        raise SettingRefused(
             "--group_offload is for one GPU: under DDP each process would keep its own CPU copy and DDP expects the "
             f"model on its device ({num_processes} processes); use FSDP for several GPUs"
         )
@@ -102,6 +114,21 @@ def place_frozen_weights(
             logger.info("%s: frozen weights offloaded to the CPU (%s)", name, args.group_offload)
     if args.group_offload is None:
         model.to(device)
+    if args.layerwise_casting is not None and num_processes > 1:
+        leave_fp8_weights_out_of_ddp_broadcast(model)
+
+
+def leave_fp8_weights_out_of_ddp_broadcast(model: torch.nn.Module) -> None:
+    """Tell DDP (before ``accelerator.prepare`` wraps ``model``) not to broadcast the fp8-stored frozen weights.
+
+    DDP sends every parameter of the first process to the others when it wraps a model; gloo has no fp8 type, and
+    every process already holds the same frozen weights (loaded from the same files, cast the same way). Ignored
+    parameters are also left out of DDP's gradient buckets, which frozen weights never enter anyway."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    stored = set(STORAGE_DTYPES.values())
+    names = [name for name, param in model.named_parameters() if param.dtype in stored]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
 
 
 def offload_groups(module: torch.nn.Module) -> list:

@@ -24,6 +24,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .args import SettingRefused
+
 logger = logging.getLogger(__name__)
 
 RUN_SETTINGS_FILE = "run_settings.json"
@@ -53,7 +55,7 @@ VSA_FLAGS = ("vsa_sparsity", "vsa_decay_rate", "vsa_decay_interval_steps")
 CHECKPOINT_WINS = ("learning_rate", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay")
 
 
-class ResumeSettingsError(ValueError):
+class ResumeSettingsError(SettingRefused):
     pass
 
 

@@ -12,9 +12,11 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from accelerate import Accelerator
@@ -24,10 +26,12 @@ from accelerate.utils import (
     DistributedType,
     InitProcessGroupKwargs,
     ProjectConfiguration,
+    broadcast_object_list,
 )
 from torch.utils.data import DataLoader
 
 from ..model_spec import EXPERT_SUBFOLDERS, WanModelSpec
+from .args import SettingRefused
 from .checkpoint_hooks import SHARDED_TYPES
 from .checkpointing import (
     TrainingState,
@@ -61,6 +65,7 @@ from .resume_settings import RUN_SETTINGS_FILE, check_resume_settings, dataset_f
 from .transformer_inputs import build_transformer_call
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -119,11 +124,14 @@ def load_transformer_to_train(
 
     expert = getattr(args, "expert", None)
     if spec.has_experts and expert is None:
-        raise ValueError(
+        raise SettingRefused(
             f"this model has two experts split at timestep {spec.boundary_ratio * 1000:g}: pass --expert high "
             "(transformer, high noise), --expert low (transformer_2, low noise) or --expert both"
         )
-    spec.sigma_range(expert)  # refuses --expert on a one-transformer model
+    if expert is not None and not spec.has_experts:
+        raise SettingRefused(
+            f"--expert {expert} is only for two-expert models (Wan2.2 A14B); this model has one transformer: drop it"
+        )
     model, revision = args.pretrained_model_name_or_path, args.revision
     if expert == "both":
         high, low = (
@@ -141,8 +149,12 @@ SECRET_FLAGS = ("hub_token",)
 
 def tracker_config(args: argparse.Namespace) -> dict:
     """The flags logged as the run's hyperparameters (tensorboard's hparams.yml, wandb's config): every flag that
-    is set, except secrets."""
-    return {key: value for key, value in vars(args).items() if value is not None and key not in SECRET_FLAGS}
+    is set, except secrets and the parser's own notes (``_given``)."""
+    return {
+        key: value
+        for key, value in vars(args).items()
+        if value is not None and key not in SECRET_FLAGS and not key.startswith("_")
+    }
 
 
 def resolve_lora_targets(model: torch.nn.Module, names: list[str]) -> list[str]:
@@ -158,7 +170,7 @@ def resolve_lora_targets(model: torch.nn.Module, names: list[str]) -> list[str]:
     unmatched = [target for target in names if target not in matched]
     if not matched:
         examples = sorted({name.split(".", 2)[-1] for name in linear_names if name.startswith("blocks.0.")})
-        raise ValueError(
+        raise SettingRefused(
             f"--lora_target_modules {','.join(names)}: no Linear layer of this model has these names; "
             f"the layers of a block are: {', '.join(examples)}"
         )
@@ -199,6 +211,26 @@ def load_checked_latent_dataset(args: argparse.Namespace, spec: WanModelSpec) ->
     max_sequence_length = (card or {}).get("max_sequence_length", 512)
     dataset = LatentDataset(hf_dataset, spec.latents_mean, spec.latents_std, max_sequence_length)
     return dataset, dataset_fingerprint(hf_dataset, card)
+
+
+def on_main_process_first(accelerator: Accelerator, load: Callable[[], T]) -> T:
+    """``load()`` on the main process, then on the others (which then reuse what it cached, as with Accelerate's
+    ``main_process_first``); a ``SettingRefused`` of the main process is raised on every process, so that they all
+    exit with its one line instead of waiting for it and failing with a traceback when it is gone."""
+    refusal, result = None, None
+    if accelerator.is_main_process:
+        try:
+            result = load()
+        except SettingRefused as error:
+            refusal = error
+    if accelerator.num_processes > 1:
+        message = [None if refusal is None else str(refusal)]
+        broadcast_object_list(message, from_process=0)
+        if message[0] is not None and refusal is None:
+            refusal = SettingRefused(message[0])
+    if refusal is not None:
+        raise refusal
+    return result if accelerator.is_main_process else load()
 
 
 def create_dataloader(
@@ -340,7 +372,7 @@ def resume_state(accelerator: Accelerator, args: argparse.Namespace, settings: d
     if path is None:
         earlier = complete_checkpoints(args.output_dir)
         if earlier:  # a new run here would prune them in favour of its own, or mix with them on the next resume
-            raise ValueError(
+            raise SettingRefused(
                 f"{args.output_dir} holds checkpoints of an earlier run ({', '.join(p.name for p in earlier)}): pass "
                 "--resume_from_checkpoint latest to continue it, or use another --output_dir"
             )
@@ -356,7 +388,7 @@ def run_is_complete(state: TrainingState, max_train_steps: int) -> bool:
     finished jobs, and a 41st step would overwrite the final weights of a 40-step run). A checkpoint past
     ``max_train_steps`` is refused: its weights are not those of a ``max_train_steps`` run."""
     if state.global_step > max_train_steps:
-        raise ValueError(
+        raise SettingRefused(
             f"the checkpoint is at step {state.global_step}, past --max_train_steps {max_train_steps}: pass a "
             "--max_train_steps of at least that to continue it, or use another --output_dir"
         )

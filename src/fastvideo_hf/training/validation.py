@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..model_spec import WanModelSpec
 from ..video_writer import write_mp4
 from ..vsa import vsa_context
+from .args import SettingRefused
 from .context_parallel import is_context_parallel
 from .experts import expert_modules
 
@@ -52,13 +55,18 @@ def load_validation_entries(
     if validation_file is None:
         return [ValidationEntry(caption=validation_prompt, **defaults)] if validation_prompt else []
     path = Path(validation_file)
-    content: Any = json.loads(path.read_text())
+    try:
+        content: Any = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise SettingRefused(f"--validation_file {validation_file}: no such file") from error
+    except json.JSONDecodeError as error:
+        raise SettingRefused(f"--validation_file {validation_file} is not valid JSON: {error}") from error
     items = content.get("data", []) if isinstance(content, dict) else content
     entries = []
     for item in items:
         caption = item.get("caption") or item.get("prompt")
         if not caption:
-            raise ValueError(f"{validation_file}: every entry needs a caption, got {item}")
+            raise SettingRefused(f"{validation_file}: every entry needs a caption, got {item}")
         image_path = item.get("image_path")
         entries.append(
             ValidationEntry(
@@ -110,6 +118,35 @@ def _dataset_card(dataset_name: str, revision: str | None) -> dict[str, Any] | N
         return read_dataset_card_metadata(dataset_name, revision)
     except LatentDatasetNotFoundError:
         return None
+
+
+def check_validation_entries(entries: list[ValidationEntry], transformer: torch.nn.Module, spec: WanModelSpec) -> None:
+    """Refuse, before the first step, the validation sizes that Wan's pipeline would reject or quietly change at the
+    first validation, which may come hours and checkpoints in.
+
+    Height and width must be multiples of 16 (``WanPipeline.check_inputs``) and of the VAE's spatial factor times
+    the patch (the pipeline rounds others down); frames must be 4k + 1 for a 4x temporal VAE (it rounds others)."""
+    patch = next(iter(expert_modules(transformer).values())).config.patch_size
+    spatial = math.lcm(16, spec.vae_scale_factor_spatial * patch[1], spec.vae_scale_factor_spatial * patch[2])
+    temporal = spec.vae_scale_factor_temporal
+    bad = []
+    for index, entry in enumerate(entries):
+        size = f"{entry.height}x{entry.width}x{entry.num_frames}"
+        ok_size = min(entry.height, entry.width) >= spatial and not (entry.height % spatial or entry.width % spatial)
+        ok_frames = entry.num_frames >= 1 and entry.num_frames % temporal == 1 % temporal
+        if not (ok_size and ok_frames) or entry.num_inference_steps < 1:
+            fixed = (
+                f"{max(spatial, entry.height // spatial * spatial)}x{max(spatial, entry.width // spatial * spatial)}x"
+                f"{max(1, (entry.num_frames - 1) // temporal * temporal + 1)}"
+            )
+            steps = "" if entry.num_inference_steps >= 1 else f", {entry.num_inference_steps} inference steps"
+            bad.append(f"entry {index} ({entry.caption[:40]!r}) {size}{steps} (e.g. {fixed})")
+    if bad:
+        raise SettingRefused(
+            f"validation videos need height and width multiples of {spatial}, frames {temporal}k + 1 and at least "
+            f"one inference step: {'; '.join(bad)}. Set --validation_height/--validation_width/"
+            "--validation_num_frames, or fix the entries of --validation_file"
+        )
 
 
 def generate_validation_videos(

@@ -1,0 +1,127 @@
+"""Refused settings: one line that says what to do, exit 2, printed by one process, before the first step.
+
+A refusal is a ``SettingRefused``; any other exception is a bug and keeps its traceback.
+"""
+
+from dataclasses import replace
+
+import pytest
+from diffusers import WanTransformer3DModel
+
+from fastvideo_hf.model_spec import WanModelSpec
+from fastvideo_hf.training.args import (
+    SettingRefused,
+    build_training_parser,
+    run_refusing_in_one_line,
+    validate_training_args,
+)
+from fastvideo_hf.training.memory_savers import check_memory_saver_args
+from fastvideo_hf.training.stages import tracker_config
+from fastvideo_hf.training.validation import ValidationEntry, check_validation_entries, load_validation_entries
+
+from ..helpers import run_training
+
+
+def parsed(*flags):
+    return build_training_parser("test", lora=True).parse_args(
+        ["--pretrained_model_name_or_path", "m", "--dataset_name", "d", "--output_dir", "o", *flags]
+    )
+
+
+def test_a_refusal_is_one_line_from_the_first_process_and_a_bug_keeps_its_traceback(capsys, monkeypatch):
+    def refuse(args):
+        raise SettingRefused("--flag 3 is wrong: pass 4")
+
+    monkeypatch.setattr("sys.argv", ["train_wan_lora.py"])
+    assert run_refusing_in_one_line(refuse, lambda: None) == 2
+    assert capsys.readouterr().err.splitlines() == ["train_wan_lora.py: error: --flag 3 is wrong: pass 4"]
+    monkeypatch.setenv("RANK", "1")  # what torchrun / accelerate launch set in the second process
+    assert run_refusing_in_one_line(refuse, lambda: None) == 2
+    assert capsys.readouterr().err == ""
+
+    def bug(args):
+        return {}["missing"]
+
+    with pytest.raises(KeyError):
+        run_refusing_in_one_line(bug, lambda: None)
+
+
+def test_flags_that_would_be_ignored_are_refused():
+    for flags in (["--vsa_sparsity", "0.5"], ["--vsa_backend", "torch", "--vsa_decay_rate", "0.1"]):
+        with pytest.raises(SettingRefused, match="without --attention_backend vsa would be ignored"):
+            validate_training_args(parsed(*flags))
+    validate_training_args(parsed("--attention_backend", "vsa", "--vsa_sparsity", "0.5"))
+    validate_training_args(parsed())
+    for flags in (
+        ["--offload_blocks_per_group", "2"],
+        ["--group_offload", "leaf_level", "--offload_blocks_per_group", "2"],
+    ):
+        with pytest.raises(
+            SettingRefused, match="add --group_offload block_level, or drop --offload_blocks_per_group"
+        ):
+            check_memory_saver_args(parsed(*flags), lora=True)
+    check_memory_saver_args(parsed("--group_offload", "block_level", "--offload_blocks_per_group", "2"), lora=True)
+    assert "_given" not in tracker_config(parsed("--attention_backend", "vsa", "--vsa_sparsity", "0.5"))
+
+
+def test_validation_sizes_the_pipeline_would_refuse_or_round_are_refused(tiny_model_dir, tmp_path):
+    transformer = WanTransformer3DModel.from_pretrained(tiny_model_dir, subfolder="transformer")
+    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+
+    def entry(height, width, frames, steps=2):
+        return ValidationEntry("a cat", height=height, width=width, num_frames=frames, num_inference_steps=steps)
+
+    check_validation_entries([entry(64, 96, 17), entry(480, 832, 81), entry(64, 96, 1)], transformer, spec)
+    for bad, why in [
+        (entry(65, 96, 17), r"65x96x17 \(e.g. 64x96x17\)"),  # WanPipeline: "divisible by 16" at the first validation
+        (entry(64, 96, 16), r"64x96x16 \(e.g. 64x96x13\)"),  # WanPipeline rounds the frames with a warning
+        (entry(8, 96, 17), r"8x96x17 \(e.g. 16x96x17\)"),
+        (entry(64, 96, 17, steps=0), "0 inference steps"),
+    ]:
+        with pytest.raises(SettingRefused, match=why):
+            check_validation_entries([entry(64, 96, 17), bad], transformer, spec)
+    # a VAE with 16x spatial compression (Wan2.2 TI2V-5B) and patch 2: multiples of 32
+    with pytest.raises(SettingRefused, match="multiples of 32"):
+        check_validation_entries([entry(48, 96, 17)], transformer, replace(spec, vae_scale_factor_spatial=16))
+    with pytest.raises(SettingRefused, match="no such file"):
+        load_validation_entries(str(tmp_path / "missing.json"), None, 64, 96, 17, 2)
+    (tmp_path / "broken.json").write_text('{"data": [')
+    with pytest.raises(SettingRefused, match="is not valid JSON"):
+        load_validation_entries(str(tmp_path / "broken.json"), None, 64, 96, 17, 2)
+
+
+def test_a_refused_flag_stops_the_script_with_one_line_and_exit_2(tmp_path, latents_dir, tiny_model_dir):
+    # refused while parsing, before anything is loaded (it used to train, ignoring the flag)
+    result = run_training(
+        "train_wan_lora.py", tiny_model_dir, latents_dir, tmp_path / "out", "--vsa_sparsity", "0.5",
+        "--max_train_steps", "1", check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "train_wan_lora.py: error: --vsa_sparsity without --attention_backend vsa would be ignored: add "
+        "--attention_backend vsa to train with Video Sparse Attention, or drop --vsa_sparsity"
+    ]
+
+
+def test_a_bad_validation_size_is_refused_before_the_first_step_once_for_two_processes(
+    tmp_path, latents_dir, tiny_model_dir
+):
+    # It used to train, save checkpoint-1 and die at the validation of step 2, with a traceback from each process.
+    flags = ["--max_train_steps", "2", "--checkpointing_steps", "1", "--validation_steps", "2", "--rank", "4"]
+    flags += [
+        "--validation_prompt",
+        "a red circle",
+        "--validation_height",
+        "65",
+        "--validation_num_inference_steps",
+        "1",
+    ]
+    result = run_training(
+        "train_wan_lora.py", tiny_model_dir, latents_dir, tmp_path / "out", *flags, nproc=2, check=False
+    )
+    assert result.returncode != 0
+    message = "train_wan_lora.py: error: validation videos need height and width multiples of 16"
+    assert result.stderr.count(message) == 1, result.stderr[-3000:]
+    assert "65x96x17 (e.g. 64x96x17)" in result.stderr
+    assert "[rank0]" not in result.stderr and "[rank1]" not in result.stderr  # no process printed a traceback
+    assert not list((tmp_path / "out").glob("checkpoint-*"))
