@@ -11,7 +11,9 @@
 # torch, that is `python3 -m venv --system-site-packages .venv` + `pip install -e .`, which keeps the image's torch
 # (pip's own PIP_NO_INDEX / PIP_FIND_LINKS point it at carried wheels on a machine without a registry); elsewhere
 # `make setup`. It installs fastvideo-kernel into the venv only when pip finds a wheel for this Python whose
-# requirements the venv already meets (the kernel pins its torch: installing it must not replace ours). Whatever
+# requirements the venv already meets (the kernel pins its torch: installing it must not replace ours), with einops,
+# which the kernel imports but does not declare (fastvideo-kernel 0.3.5: without it the package does not import,
+# and the kernel rows would say "not installed"). Whatever
 # happens to the kernel is passed on and shown in the kernel rows ("not installed (reason)"); the flex and torch
 # backends run regardless. Nothing here needs the Hub: every model is built from its config with random weights.
 set -euo pipefail
@@ -26,6 +28,8 @@ done
 export HF_HUB_OFFLINE=1
 # 0.3.x is the API src/fastvideo_hf/vsa/attention.py calls (tile-shaped block_size, variable tile sizes)
 kernel_spec="${KERNEL_SPEC:-fastvideo-kernel>=0.3}"
+# what `import fastvideo_kernel` needs that fastvideo-kernel does not declare (its vmoba.py imports einops)
+kernel_undeclared_deps=(einops)
 
 if [[ ! -x .venv/bin/python ]]; then
     if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
@@ -58,7 +62,8 @@ kernel_status() {
     local report output torch_version
     report=$(mktemp)
     # Resolve first: the wheel must exist for this Python and must not bring another torch.
-    if ! output=$("$python" -m pip install --quiet --dry-run --only-binary=:all: --report "$report" "$kernel_spec" 2>&1); then
+    if ! output=$("$python" -m pip install --quiet --dry-run --only-binary=:all: --report "$report" "$kernel_spec" \
+        "${kernel_undeclared_deps[@]}" 2>&1); then
         rm -f "$report"
         echo "not installed (no wheel of $kernel_spec for this Python/platform: $(last_line "$output"))"
         return
@@ -75,7 +80,7 @@ print(" ".join(item["metadata"]["version"] for item in report["install"] if item
         echo "not installed (its wheel needs torch $wanted_torch; this venv has torch $torch_version)"
         return
     fi
-    if ! output=$("$python" -m pip install --quiet --only-binary=:all: "$kernel_spec" 2>&1); then
+    if ! output=$("$python" -m pip install --quiet --only-binary=:all: "$kernel_spec" "${kernel_undeclared_deps[@]}" 2>&1); then
         echo "not installed (pip failed: $(last_line "$output"))"
         return
     fi

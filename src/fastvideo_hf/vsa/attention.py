@@ -13,6 +13,8 @@ Backends: ``torch`` (plain PyTorch with autograd: the reference, runs anywhere, 
 (FlexAttention with a BlockMask built straight from the top-k tile indices; GPU forward and backward, CPU
 forward), ``kernel`` (FastVideo's ``fastvideo_kernel`` package, imported lazily, GPU only). ``auto`` picks the
 kernel on a GPU that has it, else flex, except for CPU training (flex has no CPU backward) where it picks torch.
+A call the kernel cannot take (a head dim other than 64 or 128) runs where ``auto`` would run without it, with a
+warning that says why; each warning is logged once per process.
 
 Parity with FastVideo (hao-ai-lab/FastVideo at commit 2f3d407, ``fastvideo/attention/backends/video_sparse_attn.py``):
 the same tiles in the same order, the same number of selected tiles and the same math, gate-less form included.
@@ -33,6 +35,24 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "flex", "kernel")
 
+# What fastvideo-kernel (0.3.x, checked against 0.3.5) takes. Its Triton kernels are bfloat16 only: ``tl.dot``
+# of a bf16 probability tile with fp32 or fp16 values fails ("Both operands must be same dtype"). Its compiled
+# H100 forward (``block_sparse_h100.cu``, picked by the package on sm_90, not by us) reads bf16 pointers, checks
+# ``batch == 1`` and handles head dims 64 and 128 only: for another it returns an output it never wrote.
+KERNEL_DTYPE = torch.bfloat16
+KERNEL_HEAD_DIMS = (64, 128)
+# einops: fastvideo_kernel/vmoba.py imports it at package import, and fastvideo-kernel 0.3.5 does not declare it
+KERNEL_INSTALL_HINT = "pip install fastvideo-kernel einops (a fastvideo-kernel built for this torch)"
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning logged once per process (the attention runs in every layer at every step)."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
+
 
 def num_selected_tiles(num_tiles: int, sparsity: float) -> int:
     """Key tiles kept per query tile: ``max(1, min(ceil((1 - sparsity) * num_tiles), num_tiles))``.
@@ -50,20 +70,45 @@ def kernel_available() -> bool:
     """True when FastVideo's kernel package imports here, on a CUDA machine (cached: it cannot change in a process).
 
     It is imported only when CUDA is available, since the package (like its older ``vsa`` ancestor) may query
-    the device at import. The errors that mean "not usable here" are ImportError (not installed, or built for
-    another torch), OSError (a shared library it links is missing) and RuntimeError (its compiled part refuses
-    this GPU or CUDA); they are logged and ``auto`` falls back to flex. Anything else is a bug and propagates.
+    the device at import. The errors that mean "not usable here" are ImportError (not installed, built for
+    another torch, or without ``einops``, which it imports but 0.3.5 does not declare), OSError (a shared library
+    it links is missing) and RuntimeError (its compiled part refuses this GPU or CUDA); ``auto`` then runs flex,
+    and the reason is a WARNING, once per process (this function is cached). Anything else is a bug and propagates.
     """
     if not torch.cuda.is_available():
         return False
     try:
         import fastvideo_kernel  # noqa: F401
     except (ImportError, OSError, RuntimeError) as error:
-        logger.info(
-            "VSA: not using FastVideo's kernel (%s: %s); the flex backend runs instead", type(error).__name__, error
+        logger.warning(
+            "VSA: not using FastVideo's kernel (%s: %s); the flex backend runs instead. To use the kernel: %s",
+            type(error).__name__,
+            error,
+            KERNEL_INSTALL_HINT,
         )
         return False
     return True
+
+
+def kernel_refusal(q: torch.Tensor) -> str | None:
+    """Why FastVideo's kernel cannot take ``q`` ``[B, S, H, D]``, or None when it can.
+
+    Dtype and batch are not reasons: ``_kernel_vsa`` casts to bf16 and runs one sample at a time.
+    """
+    head_dim = q.shape[-1]
+    if head_dim not in KERNEL_HEAD_DIMS:
+        return (
+            f"it takes head dims {' and '.join(map(str, KERNEL_HEAD_DIMS))} only (its H100 forward returns an "
+            f"output it never wrote for others), and this attention's head dim is {head_dim}"
+        )
+    return None
+
+
+def _backend_without_kernel(q: torch.Tensor) -> str:
+    """What ``auto`` runs when the kernel is not an option: flex, or torch for training on the CPU."""
+    if q.is_cuda:
+        return "flex"
+    return "torch" if torch.is_grad_enabled() and q.requires_grad else "flex"
 
 
 def resolve_backend(backend: str, q: torch.Tensor) -> str:
@@ -71,9 +116,9 @@ def resolve_backend(backend: str, q: torch.Tensor) -> str:
         raise ValueError(f"unknown VSA backend {backend!r}; choose from {BACKENDS}")
     if backend != "auto":
         return backend
-    if q.is_cuda:
-        return "kernel" if kernel_available() else "flex"
-    return "torch" if torch.is_grad_enabled() and q.requires_grad else "flex"
+    if q.is_cuda and kernel_available():
+        return "kernel"
+    return _backend_without_kernel(q)
 
 
 def vsa_attention(
@@ -95,7 +140,11 @@ def vsa_attention(
     topk = num_selected_tiles(layout.num_tiles, sparsity)
     backend = resolve_backend(backend, q)
     if backend == "kernel":
-        return _kernel_vsa(q, k, v, gate, layout, topk)
+        refusal = kernel_refusal(q)
+        if refusal is None:
+            return _kernel_vsa(q, k, v, gate, layout, topk)
+        backend = _backend_without_kernel(q)
+        _warn_once(f"VSA: not using FastVideo's kernel: {refusal}; the {backend} backend runs instead")
     # [B, S, H, D] -> tile order [B, H, n, 64, D]
     q_t, k_t, v_t = (
         tile_tokens(x, layout).transpose(1, 2).unflatten(2, (layout.num_tiles, TILE_TOKENS)) for x in (q, k, v)
@@ -204,27 +253,46 @@ def _fine_stage_flex(q_t, k_t, v_t, layout: TileLayout, tile_index: torch.Tensor
 
 
 def _kernel_vsa(q, k, v, gate, layout: TileLayout, topk: int) -> torch.Tensor:
-    """FastVideo's fused kernel on tile-ordered, zero-padded ``[B, H, S, D]`` tensors.
+    """FastVideo's fused kernel on tile-ordered, zero-padded ``[1, H, S, D]`` bf16 tensors, one sample at a time.
 
     The call follows ``video_sparse_attn`` in hao-ai-lab/FastVideo
     ``fastvideo-kernel/python/fastvideo_kernel/ops.py`` (commit 2f3d407, fastvideo-kernel 0.3.x) and its caller
     ``fastvideo/attention/backends/video_sparse_attn.py``: ``block_size`` is the tile *shape* (an int n means an
     n x n x n cube, so 64 would ask for 262,144-token tiles); S is a multiple of 64 with each tile's real tokens
     first and zeros after; ``variable_block_sizes`` and ``q_variable_block_sizes`` are the real tokens per tile
-    (int32, ``[num_tiles]``); ``compress_attn_weight=None`` means coarse + fine. No device check here: ``auto``
-    picks this backend only through ``kernel_available``.
+    (int32, ``[num_tiles]``); ``compress_attn_weight=None`` means coarse + fine.
+
+    What the package takes (``KERNEL_DTYPE``): q, k, v and the gate go in as bf16 (training without bf16 mixed
+    precision hands us float32; under autocast the dtype depends on where the norms and RoPE computed) and the
+    output comes back in q's dtype; autocast is off inside, so the package's own matmuls stay bf16. A batch runs
+    one sample at a time: the package picks its H100 forward, which checks ``batch == 1``, by itself, so we cannot
+    know beforehand; the work is the same, only the launches are per sample. The head dim is checked by the caller
+    (``kernel_refusal``). No device check here: ``auto`` picks this backend only through ``kernel_available``.
     """
     try:
         from fastvideo_kernel import video_sparse_attn
     except ImportError as error:
         raise ImportError(
-            "VSA backend 'kernel' needs FastVideo's kernels on a CUDA GPU: pip install fastvideo-kernel, "
+            f"VSA backend 'kernel' needs FastVideo's kernels on a CUDA GPU: {KERNEL_INSTALL_HINT}; "
             "or use backend 'flex'"
         ) from error
 
-    q_t, k_t, v_t = (tile_tokens(x, layout).transpose(1, 2).contiguous() for x in (q, k, v))
-    gate_t = None if gate is None else tile_tokens(gate, layout).transpose(1, 2).contiguous()
-    out = video_sparse_attn(
-        q_t, k_t, v_t, layout.tile_sizes, layout.tile_sizes, topk, block_size=TILE, compress_attn_weight=gate_t
-    )
-    return untile_tokens(out.transpose(1, 2), layout)
+    out_dtype = q.dtype
+    with torch.autocast(q.device.type, enabled=False):
+        q_t, k_t, v_t = (tile_tokens(x.to(KERNEL_DTYPE), layout).transpose(1, 2).contiguous() for x in (q, k, v))
+        gate_t = None if gate is None else tile_tokens(gate.to(KERNEL_DTYPE), layout).transpose(1, 2).contiguous()
+        outs = [
+            video_sparse_attn(
+                q_t[i : i + 1],
+                k_t[i : i + 1],
+                v_t[i : i + 1],
+                layout.tile_sizes,
+                layout.tile_sizes,
+                topk,
+                block_size=TILE,
+                compress_attn_weight=None if gate_t is None else gate_t[i : i + 1],
+            )
+            for i in range(q_t.shape[0])
+        ]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return untile_tokens(out.transpose(1, 2), layout).to(out_dtype)
