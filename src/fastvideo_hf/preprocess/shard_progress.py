@@ -160,9 +160,10 @@ class ShardProgress:
         return {index: f"{SPLIT}-{j:05d}-of-{len(indices):05d}.parquet" for j, index in enumerate(indices)}
 
     def name_shards_contiguously(self, results: list[ChunkResult]) -> None:
-        """Rename each chunk's shard to its final name (``final_shard_names``) and remove any other shard in
-        ``data/`` (left by an earlier layout of the same run), so the folder holds every row exactly once under
-        names ``train-00000-of-0000m`` ... with no gap. Safe to repeat, and to run in two processes at once."""
+        """Rename each chunk's shard to its final name (``final_shard_names``) and remove any other shard name of
+        ours in ``data/`` (a chunk's shard moved in before a kill, from a chunk the re-run found empty: the card's
+        ``data/train-*`` glob would read its rows twice), so the folder holds every row exactly once under names
+        ``train-00000-of-0000m`` ... with no gap. Safe to repeat, and to run in two processes at once."""
         final = self.final_shard_names(results)
         for index, name in final.items():
             written = self.data_dir / self.shard_name(index)
@@ -176,7 +177,7 @@ class ShardProgress:
                         f"{written} is missing though chunk {index} is marked done: delete "
                         f"{self.marker_path(index)} and re-run the same command to encode it again"
                     ) from None
-        for path in self.data_dir.glob(f"{SPLIT}-*.parquet"):
+        for path in self.data_dir.glob(f"{SPLIT}-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].parquet"):
             if path.name not in final.values():
                 logger.warning("removing %s: not a shard of this run's final layout", path)
                 path.unlink(missing_ok=True)
