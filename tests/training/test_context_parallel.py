@@ -9,6 +9,7 @@ import pytest
 import torch
 from accelerate.data_loader import BatchSamplerShard
 from diffusers import WanTransformer3DModel
+from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -194,6 +195,15 @@ def test_impossible_layouts_are_refused_with_what_to_do(tiny_model_dir):
         use_ring_attention_backend(transformer, torch.device("cuda"), torch.float32)
     with pytest.raises(SettingRefused, match="use --context_parallel_ulysses"):
         use_ring_attention_backend(transformer, torch.device("mps"), torch.bfloat16)
+    active = _AttentionBackendRegistry._active_backend  # set_attention_backend also sets the process's default
+    try:
+        use_ring_attention_backend(transformer, torch.device("cuda"), torch.bfloat16)
+    finally:
+        _AttentionBackendRegistry.set_active_backend(active)
+    backends = {
+        module.processor._attention_backend for module in transformer.modules() if hasattr(module, "processor")
+    }
+    assert backends == {AttentionBackendName._NATIVE_CUDNN}  # returns the log-sum-exp, supports context parallelism
 
     spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
     layout = ParallelLayout(ulysses=2, ring=2, world_size=4)

@@ -74,7 +74,7 @@ def test_validation_sizes_the_pipeline_would_refuse_or_round_are_refused(tiny_mo
     check_validation_entries([entry(64, 96, 17), entry(480, 832, 81), entry(64, 96, 1)], transformer, spec)
     for bad, why in [
         (entry(65, 96, 17), r"65x96x17 \(e.g. 64x96x17\)"),  # WanPipeline: "divisible by 16" at the first validation
-        (entry(64, 96, 16), r"64x96x16 \(e.g. 64x96x13\)"),  # WanPipeline rounds the frames with a warning
+        (entry(64, 96, 16), r"64x96x16 \(e.g. 64x96x17\)"),  # WanPipeline rounds the frames with a warning
         (entry(8, 96, 17), r"8x96x17 \(e.g. 16x96x17\)"),
         (entry(64, 96, 17, steps=0), "0 inference steps"),
     ]:

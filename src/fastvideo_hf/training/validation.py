@@ -137,7 +137,7 @@ def check_validation_entries(entries: list[ValidationEntry], transformer: torch.
         if not (ok_size and ok_frames) or entry.num_inference_steps < 1:
             fixed = (
                 f"{max(spatial, entry.height // spatial * spatial)}x{max(spatial, entry.width // spatial * spatial)}x"
-                f"{max(1, (entry.num_frames - 1) // temporal * temporal + 1)}"
+                f"{max(1, entry.num_frames // temporal * temporal + 1)}"  # the frames WanPipeline rounds to
             )
             steps = "" if entry.num_inference_steps >= 1 else f", {entry.num_inference_steps} inference steps"
             bad.append(f"entry {index} ({entry.caption[:40]!r}) {size}{steps} (e.g. {fixed})")
