@@ -80,3 +80,44 @@ def test_dynamo_recompile_limit_is_raised_only_inside():
     with internals.dynamo_recompile_limit_at_least(1):
         assert torch._dynamo.config.recompile_limit == before
     assert torch._dynamo.config.recompile_limit == before
+
+
+def test_ring_cuda_backend_is_a_context_parallel_diffusers_backend():
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    backend = AttentionBackendName(internals.RING_CUDA_BACKEND)
+    assert _AttentionBackendRegistry._is_context_parallel_available(backend)
+
+
+def test_cpu_attention_ops_replace_the_native_ones_and_return_the_log_sum_exp(monkeypatch):
+    from diffusers.models import attention_dispatch
+
+    for name in ("_native_attention_forward_op", "_native_attention_backward_op"):
+        monkeypatch.setattr(attention_dispatch, name, getattr(attention_dispatch, name))  # undone after the test
+    internals.use_cpu_attention_with_lse()
+    assert attention_dispatch._native_attention_forward_op is internals._cpu_attention_forward_op
+    query, key, value = (torch.randn(1, 16, 2, 8, requires_grad=True) for _ in range(3))  # [B, S, H, D]
+
+    class Ctx:
+        def save_for_backward(self, *tensors):
+            self.saved_tensors = tensors
+
+    ctx = Ctx()
+    out, lse = attention_dispatch._native_attention_forward_op(ctx, query, key, value, return_lse=True)
+    q, k, v = (x.transpose(1, 2) for x in (query, key, value))
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2))
+    scores = (q @ k.transpose(-1, -2)) / 8**0.5
+    torch.testing.assert_close(lse, torch.logsumexp(scores, dim=-1).transpose(1, 2))
+    grad_out = torch.randn_like(out)
+    grads = attention_dispatch._native_attention_backward_op(ctx, grad_out)
+    expected = torch.autograd.grad(
+        torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2), (query, key, value), grad_out
+    )
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_ddp_can_be_told_to_ignore_parameters():
+    model = torch.nn.Linear(2, 2)
+    internals.ddp_ignore_parameters(model, ["weight"])
+    assert model._ddp_params_and_buffers_to_ignore == ["weight"]

@@ -81,6 +81,66 @@ def parallel_config_of(module: Any) -> Any:
     return getattr(module, "_parallel_config", None)
 
 
+# diffusers' attention backend for ring attention on CUDA (a private one): it supports context parallelism and returns
+# the log-sum-exp ring attention merges partial results with; the default native backend refuses ``return_lse``
+RING_CUDA_BACKEND = "_native_cudnn"
+
+
+def use_cpu_attention_with_lse() -> None:
+    """Route the context-parallel path of diffusers' native backend through ``_cpu_attention_forward_op`` /
+    ``_cpu_attention_backward_op``, which return and use the log-sum-exp (for this process; idempotent).
+
+    diffusers' own native ops refuse ``return_lse=True``; its backends that return it (cuDNN, flash) are CUDA
+    kernels. The native backend looks its ops up at every call, so replacing them here changes only attention under
+    context parallelism: attention without it (cross-attention, validation's other models) still calls SDPA."""
+    from diffusers.models import attention_dispatch
+
+    attention_dispatch._native_attention_forward_op = _cpu_attention_forward_op
+    attention_dispatch._native_attention_backward_op = _cpu_attention_backward_op
+
+
+def _cpu_attention_forward_op(
+    ctx,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    return_lse: bool = False,
+    _save_ctx: bool = True,
+    _parallel_config=None,
+):
+    """diffusers' forward-op contract (tensors [B, S, H, D], log-sum-exp [B, S, H]) over PyTorch's CPU flash
+    attention, as diffusers' ``_native_flash_attention_forward_op`` is over the CUDA one."""
+    if attn_mask is not None or dropout_p or enable_gqa:
+        raise ValueError("CPU context-parallel attention takes no mask, dropout or grouped heads")
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        *(x.transpose(1, 2) for x in (query, key, value)), dropout_p, is_causal, scale=scale
+    )
+    out, lse = out.transpose(1, 2).contiguous(), lse.transpose(1, 2).contiguous()
+    if _save_ctx:  # model layout, so that ring attention's backward can pass each step's key / value instead
+        ctx.save_for_backward(query, key, value, out, lse)
+        ctx.is_causal, ctx.scale = is_causal, scale
+    return (out, lse) if return_lse else out
+
+
+def _cpu_attention_backward_op(ctx, grad_out: torch.Tensor, *args, **overrides):
+    """Gradients for query, key and value; ring attention passes the key and value of each step and the merged output
+    and log-sum-exp (``overrides``), Ulysses nothing (the saved tensors)."""
+    saved = dict(zip(("query", "key", "value", "out", "lse"), ctx.saved_tensors, strict=True))
+    tensors = {name: overrides.get(name) if overrides.get(name) is not None else saved[name] for name in saved}
+    query, key, value, out = (tensors[name].transpose(1, 2) for name in ("query", "key", "value", "out"))
+    lse = tensors["lse"].transpose(1, 2).to(torch.float32).contiguous()
+    grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        grad_out.transpose(1, 2).to(query.dtype), query, key, value, out.to(query.dtype), lse, 0.0, ctx.is_causal,
+        scale=ctx.scale,
+    )  # fmt: skip
+    return tuple(grad.transpose(1, 2) for grad in grads)
+
+
 def ulysses_process_group(context_parallel_config: Any) -> torch.distributed.ProcessGroup:
     """The process group of the Ulysses degree of a set-up ``ContextParallelConfig`` (its private
     ``_ulysses_mesh``)."""
@@ -93,6 +153,18 @@ def sequence_all_to_all(group: torch.distributed.ProcessGroup, tensor: torch.Ten
     from diffusers.models.attention_dispatch import SeqAllToAllDim
 
     return SeqAllToAllDim.apply(group, tensor, scatter, gather)
+
+
+# --- torch: DDP --------------------------------------------------------------------------------------------------
+
+
+def ddp_ignore_parameters(model: torch.nn.Module, names: list[str]) -> None:
+    """Make ``DistributedDataParallel`` leave these parameters out of its start-up broadcast and its gradient
+    buckets (torch's private ``DistributedDataParallel._set_params_and_buffers_to_ignore_for_model``); call it before
+    the model is wrapped."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
 
 
 # --- datasets ----------------------------------------------------------------------------------------------------

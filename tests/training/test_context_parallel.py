@@ -14,8 +14,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from fastvideo_hf.model_spec import WanModelSpec
+from fastvideo_hf.refusal import SettingRefused
 from fastvideo_hf.tools.loss_curve import read_scalar
-from fastvideo_hf.training.args import SettingRefused, build_training_parser
+from fastvideo_hf.training.args import build_training_parser
 from fastvideo_hf.training.context_parallel import (
     ContextParallelBatchSampler,
     ParallelLayout,

@@ -13,13 +13,9 @@ from diffusers.training_utils import cast_training_params
 from peft import LoraConfig
 from safetensors.torch import load_file
 
+from fastvideo_hf.library_internals import group_tensors, offload_groups
 from fastvideo_hf.training.args import build_training_parser
-from fastvideo_hf.training.memory_savers import (
-    check_memory_saver_args,
-    group_tensors,
-    offload_groups,
-    place_frozen_weights,
-)
+from fastvideo_hf.training.memory_savers import check_memory_saver_args, place_frozen_weights
 
 from ..helpers import run_training
 

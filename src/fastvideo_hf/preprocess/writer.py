@@ -25,10 +25,10 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datasets.arrow_writer import ParquetWriter
 from tqdm.auto import tqdm
 
 from ..dataset_card import render_dataset_card, skip_reason_counts
+from ..library_internals import parquet_writer
 from ..model_spec import WAN_MAX_SEQUENCE_LENGTH, has_component
 from .builder import WRITER_BATCH_SIZE, InputPlan, SkipInput
 from .decode_workers import DecodeWorkers, decode_pixels
@@ -186,7 +186,7 @@ class LatentFolderWriter:
                 buckets[bucket_key(row["num_frames"], row["height"], row["width"])] += 1
                 started = time.perf_counter()
                 if writer is None:
-                    writer = ParquetWriter(features=features, path=str(tmp_path), writer_batch_size=WRITER_BATCH_SIZE)
+                    writer = parquet_writer(features, str(tmp_path), WRITER_BATCH_SIZE)
                 writer.write(features.encode_example(row))
                 builder.timings["write"] += time.perf_counter() - started
             rows, num_bytes = 0, 0

@@ -1,6 +1,6 @@
 """The `fastvideo-hf` command: preprocess, inspect, generate, plan, export-vsa, plot-loss, tiny-model and demo-data.
 
-A refused setting (``CommandRefused``) is one line on stderr and exit 2, as ``preprocess`` answers one; any other
+A refused setting (``SettingRefused``) is one line on stderr and exit 2, as ``preprocess`` answers one; any other
 exception is a bug and keeps its traceback.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .refusal import CommandRefused
+from ..refusal import SettingRefused
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def _demo_data(args: argparse.Namespace) -> int:
     from .demo_data import write_demo_dataset
 
     if args.num_videos < (0 if args.mixed else 1):
-        raise CommandRefused(f"--num_videos must be at least {0 if args.mixed else 1}, got {args.num_videos}")
+        raise SettingRefused(f"--num_videos must be at least {0 if args.mixed else 1}, got {args.num_videos}")
     clips = write_demo_dataset(
         args.output, args.num_videos, seed=args.seed, with_bad_inputs=args.with_bad_inputs, mixed=args.mixed
     )
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except CommandRefused as refusal:
+    except SettingRefused as refusal:
         print(f"fastvideo-hf {args.command}: error: {refusal}", file=sys.stderr)
         return 2
 

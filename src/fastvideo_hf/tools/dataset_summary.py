@@ -8,30 +8,30 @@ from pathlib import Path
 from typing import Any
 
 from ..dataset_card import read_card_metadata, skip_reason_counts
+from ..refusal import SettingRefused
 from ..schema import CLIP_START_COLUMN
-from .refusal import CommandRefused
 
 
 def summarize_dataset(dataset_dir: str | Path) -> dict[str, Any]:
     """Rows, tensor shapes and dtypes, rows per bucket, clips per video, bytes on disk and skipped inputs of a folder
     made by ``preprocess``. Only small columns (ids, shapes, sizes) are read: no tensor bytes are decoded.
 
-    Anything else is refused (``CommandRefused``) saying what it is: a missing path (never looked up on the Hub), a
+    Anything else is refused (``SettingRefused``) saying what it is: a missing path (never looked up on the Hub), a
     folder without ``data/*.parquet`` (raw videos, an unfinished run), Parquet without the latent columns."""
     from datasets import load_dataset
 
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
-        raise CommandRefused(f"{dataset_dir}: no such folder (pass the --output_dir of a preprocess run)")
+        raise SettingRefused(f"{dataset_dir}: no such folder (pass the --output_dir of a preprocess run)")
     if not any((dataset_dir / "data").glob("*.parquet")):
-        raise CommandRefused(
+        raise SettingRefused(
             f"{dataset_dir} is not a preprocess output folder: it has no data/*.parquet shards (raw videos are made "
             "into one by `fastvideo-hf preprocess --output_dir OUT`; an unfinished run finishes when run again)"
         )
     dataset = load_dataset(str(dataset_dir), split="train")
     missing = sorted({"vae_latent_shape", "vae_latent_dtype", "text_embedding_shape"} - set(dataset.column_names))
     if missing:
-        raise CommandRefused(
+        raise SettingRefused(
             f"{dataset_dir} holds Parquet without the latent columns of a preprocess output (no {', '.join(missing)})"
         )
     # the shape and dtype columns say it all: no tensor bytes are read

@@ -8,7 +8,7 @@ from the ``vsa_config.json`` beside the weights, and the gates are loaded in eit
 Wan2.2 A14B has two experts: each LoRA file (and each ``transformer/`` / ``transformer_2/`` folder of a full
 finetune) goes into the expert it was trained as, which training records in ``run_settings.json``; ``--expert`` says
 it for a LoRA that carries no record. Every flag, and every folder a flag names, is checked before a weight is
-read: a setting that cannot make a video is refused (``CommandRefused``) instead of a traceback or a black video.
+read: a setting that cannot make a video is refused (``SettingRefused``) instead of a traceback or a black video.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..refusal import SettingRefused
 from ..training.checkpoint_hooks import lora_file_names
 from ..training.experts import SLOTS
 from ..training.resume_settings import RUN_SETTINGS_FILE
 from ..video_writer import write_mp4
-from .refusal import CommandRefused
 
 if TYPE_CHECKING:
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
@@ -146,52 +146,52 @@ class CheckedFlags:
 def check_flags(args: argparse.Namespace) -> CheckedFlags:
     """Every flag of ``generate`` and every folder one names, checked before a weight is read.
 
-    ``CommandRefused`` says what is wrong and what to pass instead: numbers a sampling run cannot use (a shift of 0
+    ``SettingRefused`` says what is wrong and what to pass instead: numbers a sampling run cannot use (a shift of 0
     gives NaN latents, which the video writer turns into a black video), a LoRA folder given as ``--transformer`` or
     the other way round, a path that does not exist (it would be looked up on the Hub), an A14B LoRA whose expert is
     not known. The base pipeline's ``model_index.json`` is read (from the Hub for a Hub id) to know its experts.
     """
     for flag in ("height", "width"):
         if getattr(args, flag) < 16 or getattr(args, flag) % 16:
-            raise CommandRefused(
+            raise SettingRefused(
                 f"--{flag} must be a positive multiple of 16 (Wan's VAE and patches), got {getattr(args, flag)}"
             )
     if args.num_frames < 1 or (args.num_frames - 1) % 4:
         below = max(1, (args.num_frames - 1) // 4 * 4 + 1)
-        raise CommandRefused(
+        raise SettingRefused(
             f"--num_frames must be 4k+1 for Wan's VAE (e.g. {below} or {below + 4}), got {args.num_frames}"
         )
     for flag in ("num_inference_steps", "fps"):
         if getattr(args, flag) < 1:
-            raise CommandRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+            raise SettingRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if not math.isfinite(args.guidance_scale):
-        raise CommandRefused(f"--guidance_scale must be a finite number, got {args.guidance_scale}")
+        raise SettingRefused(f"--guidance_scale must be a finite number, got {args.guidance_scale}")
     if args.flow_shift is not None and not (math.isfinite(args.flow_shift) and args.flow_shift > 0):
-        raise CommandRefused(
+        raise SettingRefused(
             f"--flow_shift must be a number above 0 (3.0 for 480p, 5.0 for 720p), got {args.flow_shift}: "
             "0 or less makes NaN latents, a black video"
         )
     if args.vsa_sparsity is not None and not 0 <= args.vsa_sparsity < 1:
-        raise CommandRefused(f"--vsa_sparsity must be in [0, 1) (e.g. 0.9), got {args.vsa_sparsity}")
+        raise SettingRefused(f"--vsa_sparsity must be in [0, 1) (e.g. 0.9), got {args.vsa_sparsity}")
     dmd_timesteps = parse_dmd_timesteps(args.dmd_timesteps) if args.dmd_timesteps is not None else None
     if dmd_timesteps is not None and args.flow_shift is not None:
-        raise CommandRefused("--flow_shift does not apply with --dmd_timesteps (its sigmas are t / 1000, unshifted)")
+        raise SettingRefused("--flow_shift does not apply with --dmd_timesteps (its sigmas are t / 1000, unshifted)")
     if Path(args.output).suffix.lower() != ".mp4" or Path(args.output).is_dir():
-        raise CommandRefused(f"--output is the mp4 file to write (e.g. video.mp4), got {args.output}")
+        raise SettingRefused(f"--output is the mp4 file to write (e.g. video.mp4), got {args.output}")
     two_experts = base_has_two_experts(args.pretrained_model_name_or_path)
     transformer_slots = check_transformer_folder(Path(args.transformer), two_experts) if args.transformer else []
     if args.lora:
         lora_files = lora_files_to_load(check_lora_folder(Path(args.lora)), args.expert, two_experts)
     elif args.expert is not None:
-        raise CommandRefused("--expert says which expert a --lora was trained as: pass --lora, or drop --expert")
+        raise SettingRefused("--expert says which expert a --lora was trained as: pass --lora, or drop --expert")
     else:
         lora_files = []
     try:
         sparsity, _, gates_folder = vsa_settings(args)
     except ValueError as error:  # a vsa_config.json beside the weights with a sparsity out of [0, 1)
-        raise CommandRefused(str(error)) from error
+        raise SettingRefused(str(error)) from error
     if sparsity is not None and args.transformer and gates_folder is not None and not _has_gates(gates_folder):
-        raise CommandRefused(
+        raise SettingRefused(
             f"{gates_folder} holds no VSA gate weights (to_gate_compress): it is a dense finetune; run it without "
             "--vsa_sparsity, or pass a VSA finetune (train_wan.py --attention_backend vsa)"
         )
@@ -203,13 +203,13 @@ def parse_dmd_timesteps(text: str) -> list[int]:
     try:
         timesteps = [int(step) for step in text.split(",")]
     except ValueError:
-        raise CommandRefused(
+        raise SettingRefused(
             f"--dmd_timesteps takes comma-separated whole timesteps, e.g. 1000,757,522; got {text!r}"
         ) from None
     if not all(0 < step <= DMD_TRAIN_TIMESTEPS for step in timesteps):
-        raise CommandRefused(f"--dmd_timesteps must each be in 1..{DMD_TRAIN_TIMESTEPS}, got {text}")
+        raise SettingRefused(f"--dmd_timesteps must each be in 1..{DMD_TRAIN_TIMESTEPS}, got {text}")
     if any(later >= earlier for earlier, later in zip(timesteps, timesteps[1:], strict=False)):
-        raise CommandRefused(f"--dmd_timesteps must decrease (from noise to video), e.g. 1000,757,522; got {text}")
+        raise SettingRefused(f"--dmd_timesteps must decrease (from noise to video), e.g. 1000,757,522; got {text}")
     return timesteps
 
 
@@ -222,14 +222,14 @@ def base_has_two_experts(name_or_path: str) -> bool:
 
     folder = Path(name_or_path)
     if folder.exists() and not (folder / "model_index.json").is_file():
-        raise CommandRefused(
+        raise SettingRefused(
             f"--pretrained_model_name_or_path {folder} is not a diffusers pipeline folder (no model_index.json)"
         )
     try:
         index = DiffusionPipeline.load_config(name_or_path)
     except OSError as error:  # load_config's answer for a missing folder, an unknown repo or no network
         reason = str(error).splitlines()[0]
-        raise CommandRefused(
+        raise SettingRefused(
             f"--pretrained_model_name_or_path {name_or_path}: no such folder, and no Hub model to load ({reason})"
         ) from error
     return has_component(index, "transformer_2")
@@ -243,18 +243,18 @@ def check_lora_folder(folder: Path) -> Path:
     """``--lora`` as a local folder holding our LoRA file(s); a full finetune or a missing path is refused."""
     hint = "pass the --output_dir of train_wan_lora.py or one of its checkpoint-N folders"
     if folder.is_file():
-        raise CommandRefused(f"--lora takes the folder that holds {LORA_WEIGHTS}: --lora {folder.parent}")
+        raise SettingRefused(f"--lora takes the folder that holds {LORA_WEIGHTS}: --lora {folder.parent}")
     if not folder.is_dir():
-        raise CommandRefused(
+        raise SettingRefused(
             f"--lora {folder}: no such folder ({hint}; for a LoRA on the Hub, `hf download ID --local-dir DIR` first)"
         )
     if not _lora_names_in(folder):
         if any((folder / slot / "config.json").is_file() for slot in SLOTS):
-            raise CommandRefused(
+            raise SettingRefused(
                 f"--lora {folder} holds transformer/ (a full finetune or a pipeline), not a LoRA: a full finetune "
                 f"goes to --transformer {folder}"
             )
-        raise CommandRefused(f"--lora {folder} holds no {LORA_WEIGHTS}: {hint}")
+        raise SettingRefused(f"--lora {folder} holds no {LORA_WEIGHTS}: {hint}")
     return folder
 
 
@@ -262,19 +262,19 @@ def check_transformer_folder(folder: Path, two_experts: bool) -> list[str]:
     """The slots (``transformer``, ``transformer_2``) whose finetuned folder ``--transformer`` holds."""
     hint = "pass the --output_dir of train_wan.py or one of its checkpoint-N folders"
     if not folder.is_dir():
-        raise CommandRefused(f"--transformer {folder}: no such folder ({hint})")
+        raise SettingRefused(f"--transformer {folder}: no such folder ({hint})")
     slots = [slot for slot in SLOTS if (folder / slot / "config.json").is_file()]
     if not slots:
         if _lora_names_in(folder):
-            raise CommandRefused(
+            raise SettingRefused(
                 f"--transformer {folder} holds a LoRA ({LORA_WEIGHTS}), not a full finetune: "
                 f"pass it as --lora {folder}"
             )
         if folder.name in SLOTS and (folder / "config.json").is_file():
-            raise CommandRefused(f"--transformer takes the folder above {folder.name}/: --transformer {folder.parent}")
-        raise CommandRefused(f"--transformer {folder} holds no transformer/config.json: {hint}")
+            raise SettingRefused(f"--transformer takes the folder above {folder.name}/: --transformer {folder.parent}")
+        raise SettingRefused(f"--transformer {folder} holds no transformer/config.json: {hint}")
     if "transformer_2" in slots and not two_experts:
-        raise CommandRefused(
+        raise SettingRefused(
             f"--transformer {folder} holds transformer_2/ (Wan2.2 A14B's low-noise expert) but the base has one "
             "transformer: pass the Wan2.2 A14B base it was trained from"
         )
@@ -302,9 +302,9 @@ def lora_files_to_load(folder: Path, expert: str | None, two_experts: bool) -> l
     names = _lora_names_in(folder)
     if not two_experts:
         if expert is not None:
-            raise CommandRefused("--expert is for Wan2.2 A14B (two experts); the base has one transformer: drop it")
+            raise SettingRefused("--expert is for Wan2.2 A14B (two experts); the base has one transformer: drop it")
         if LORA_WEIGHTS_2 in names:
-            raise CommandRefused(
+            raise SettingRefused(
                 f"--lora {folder} holds a LoRA for each of Wan2.2 A14B's experts but the base has one transformer: "
                 "pass the Wan2.2 A14B base it was trained from"
             )
@@ -312,13 +312,13 @@ def lora_files_to_load(folder: Path, expert: str | None, two_experts: bool) -> l
     record = recorded_expert(folder)
     recorded, source = record if record is not None else (None, None)
     if expert is not None and recorded in EXPERT_SLOTS and expert != recorded:
-        raise CommandRefused(
+        raise SettingRefused(
             f"--expert {expert}: the LoRA in {folder} was trained with --expert {recorded} ({source}); "
             f"pass --expert {recorded} or drop --expert"
         )
     chosen = expert or recorded or ("both" if LORA_WEIGHTS_2 in names else None)
     if chosen is None:
-        raise CommandRefused(
+        raise SettingRefused(
             f"--lora {folder}: the base has two experts (Wan2.2 A14B) and nothing in the folder records which one "
             "this LoRA was trained as: pass the training run's --expert (high: transformer, low: transformer_2)"
         )
@@ -331,7 +331,7 @@ def lora_files_to_load(folder: Path, expert: str | None, two_experts: bool) -> l
     missing = [file.weight_name for file in wanted if file.weight_name not in names]
     if missing:
         trained = f"trained with --expert {recorded}" if recorded else "one expert's LoRA"
-        raise CommandRefused(
+        raise SettingRefused(
             f"--expert {chosen} needs {', '.join(missing)} and {folder} has only {', '.join(names)} ({trained}): "
             "pass the expert it was trained as"
         )
@@ -402,11 +402,11 @@ def build_pipeline(args: argparse.Namespace) -> tuple[WanPipeline, dict]:
             try:
                 count = load_vsa_gates(pipe.transformer, gates_folder)
             except ValueError as error:  # gates missing, incomplete or in both namings: the folder, not a bug
-                raise CommandRefused(str(error)) from error
+                raise SettingRefused(str(error)) from error
             print(f"VSA gates: {count} tensors with {vsa_gate_naming(gates_folder)} names from {gates_folder}")
     if args.flow_shift is not None:
         if "flow_shift" not in pipe.scheduler.config:
-            raise CommandRefused(
+            raise SettingRefused(
                 f"--flow_shift: the base's {type(pipe.scheduler).__name__} has no flow_shift setting; "
                 "drop --flow_shift"
             )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .refusal import CommandRefused
+from ..refusal import SettingRefused
 
 
 @dataclass(frozen=True)
@@ -58,17 +58,17 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 def plot_loss_curves(runs: dict[str, str | Path], output: str | Path, window: int = 10) -> dict[str, LossSummary]:
     """Plot each run's loss (raw and smoothed) to ``output``; returns each run's first and last mean loss.
 
-    Raises ``CommandRefused`` before drawing for a window under 1, a missing folder or one without loss scalars.
+    Raises ``SettingRefused`` before drawing for a window under 1, a missing folder or one without loss scalars.
     """
     if window < 1:
-        raise CommandRefused(f"--window must be at least 1 step, got {window}")
+        raise SettingRefused(f"--window must be at least 1 step, got {window}")
     missing = [str(log_dir) for log_dir in runs.values() if not Path(log_dir).is_dir()]
     if missing:
-        raise CommandRefused(f"no such folder: {', '.join(missing)} (pass the OUT/logs folder of a training run)")
+        raise SettingRefused(f"no such folder: {', '.join(missing)} (pass the OUT/logs folder of a training run)")
     curves = {name: read_scalar(log_dir) for name, log_dir in runs.items()}
     empty = [str(runs[name]) for name, (steps, _) in curves.items() if len(steps) == 0]
     if empty:
-        raise CommandRefused(
+        raise SettingRefused(
             f"no 'loss' scalars under {', '.join(empty)}: was the run made with --report_to tensorboard?"
         )
     import matplotlib

@@ -30,6 +30,7 @@ import json
 import math
 from pathlib import Path
 
+from ..refusal import SettingRefused
 from ..training.memory_plan import (
     DEFAULT_LORA_TARGETS,
     ModelShape,
@@ -39,7 +40,6 @@ from ..training.memory_plan import (
     plan_to_json,
     resolve_model,
 )
-from .refusal import CommandRefused
 
 DEFAULT_RANK = 32  # train_wan_lora.py's --rank default
 
@@ -96,12 +96,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan (and write ``--json``). A setting that makes no training run, or a model that cannot be
-    resolved offline, is refused (``CommandRefused``: one line, exit 2) before anything is estimated."""
+    resolved offline, is refused (``SettingRefused``: one line, exit 2) before anything is estimated."""
     model, setup = check_settings(args)
     try:
         plan = make_plan(model, setup, args.gpu_memory)
     except ValueError as error:  # LoRA targets matching no Linear of the model
-        raise CommandRefused(str(error)) from error
+        raise SettingRefused(str(error)) from error
     print(format_plan(plan))
     if args.json:
         Path(args.json).write_text(json.dumps(plan_to_json(plan), indent=2) + "\n")
@@ -110,31 +110,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_settings(args: argparse.Namespace) -> tuple[ModelShape, TrainingSetup]:
-    """The model and the run the flags describe, or ``CommandRefused`` naming the flag: sizes the VAE and the patch
+    """The model and the run the flags describe, or ``SettingRefused`` naming the flag: sizes the VAE and the patch
     embedding cannot take (preprocess refuses them too), a GPU of no memory, and flags that do not apply to the mode
     or the model (they would be ignored silently)."""
     for flag in ("height", "width", "num_frames", "train_batch_size", "num_gpus"):
         if getattr(args, flag) < 1:
-            raise CommandRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+            raise SettingRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if not math.isfinite(args.gpu_memory) or args.gpu_memory <= 0:
-        raise CommandRefused(f"--gpu_memory is one GPU's memory in GiB, e.g. 24 or 80; got {args.gpu_memory}")
+        raise SettingRefused(f"--gpu_memory is one GPU's memory in GiB, e.g. 24 or 80; got {args.gpu_memory}")
     if args.mode == "full":
         given = [flag for flag in ("rank", "lora_target_modules") if getattr(args, flag) is not None]
         if given:
             names = " and ".join(f"--{flag}" for flag in given)
-            raise CommandRefused(
+            raise SettingRefused(
                 f"{names} {'is a LoRA setting' if len(given) == 1 else 'are LoRA settings'} and --mode full trains "
                 f"every weight: drop {names}, or plan --mode lora"
             )
     rank = DEFAULT_RANK if args.rank is None else args.rank
     if rank < 1:
-        raise CommandRefused(f"--rank must be at least 1, got {rank}")
+        raise SettingRefused(f"--rank must be at least 1, got {rank}")
     try:
         model = resolve_model(args.pretrained_model_name_or_path, args.revision)
     except (FileNotFoundError, ValueError) as error:  # not a known model, a local folder or a cached Hub id
-        raise CommandRefused(str(error)) from error
+        raise SettingRefused(str(error)) from error
     if args.expert is not None and len(model.experts) < 2:
-        raise CommandRefused(
+        raise SettingRefused(
             f"--expert is for Wan2.2 A14B (two experts); {model.name} has one transformer: drop --expert"
         )
     patch_t, patch_h, patch_w = model.config.get("patch_size", (1, 2, 2))
@@ -143,14 +143,14 @@ def check_settings(args: argparse.Namespace) -> tuple[ModelShape, TrainingSetup]
         if size % unit:
             below = size // unit * unit
             near = f"{below} or {below + unit}" if below else str(unit)
-            raise CommandRefused(
+            raise SettingRefused(
                 f"--{flag} must be a multiple of {unit} for this model (one token per {unit} pixels: VAE "
                 f"{model.vae_scale_spatial}x, patch {patch_h}); {size} is not: try {near}"
             )
     frames_unit = model.vae_scale_temporal * patch_t
     if (args.num_frames - 1) % frames_unit:
         below = (args.num_frames - 1) // frames_unit * frames_unit + 1
-        raise CommandRefused(
+        raise SettingRefused(
             f"--num_frames must be {frames_unit}k+1 for Wan's VAE, as preprocess takes it; {args.num_frames} is not: "
             f"try {below} or {below + frames_unit}"
         )

@@ -15,8 +15,8 @@ import json
 import shutil
 from pathlib import Path
 
+from ..refusal import SettingRefused
 from ..vsa.checkpoints import GATE_KEY_FORMATS, gate_key_naming, rename_gate_keys
-from .refusal import CommandRefused
 
 TRANSFORMER_FOLDERS = ("transformer", "transformer_2")
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -29,21 +29,21 @@ def export_vsa_checkpoint(
 
     Returns the transformer folders written. Every tensor other than the gates is written unchanged, and the
     folders must hold gates: exporting a dense finetune as a VSA model would hand FastVideo zero gates silently.
-    What would be refused (``CommandRefused``) is checked before anything is written, reading only key names.
+    What would be refused (``SettingRefused``) is checked before anything is written, reading only key names.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     if gate_names not in GATE_KEY_FORMATS:
-        raise CommandRefused(f"unknown VSA gate naming {gate_names!r}; choose from {sorted(GATE_KEY_FORMATS)}")
+        raise SettingRefused(f"unknown VSA gate naming {gate_names!r}; choose from {sorted(GATE_KEY_FORMATS)}")
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
-        raise CommandRefused(f"--input {input_dir}: no such folder (pass the OUT of a VSA train_wan.py run)")
+        raise SettingRefused(f"--input {input_dir}: no such folder (pass the OUT of a VSA train_wan.py run)")
     if output_dir.resolve() == input_dir.resolve():
-        raise CommandRefused("export-vsa writes a new folder: --output must differ from --input")
+        raise SettingRefused("export-vsa writes a new folder: --output must differ from --input")
     sources = [input_dir / name for name in TRANSFORMER_FOLDERS if (input_dir / name).is_dir()]
     if not sources:
-        raise CommandRefused(
+        raise SettingRefused(
             f"--input {input_dir} has no {' or '.join(TRANSFORMER_FOLDERS)} folder: not a full finetune output "
             "(a LoRA's VSA gates are in its pytorch_lora_weights.safetensors)"
         )
@@ -54,11 +54,11 @@ def export_vsa_checkpoint(
                 keys.update(handle.keys())
         namings = {gate_key_naming(key) for key in keys} - {None}
         if not namings:
-            raise CommandRefused(f"{source} holds no VSA gate weights (to_gate_compress): not a VSA finetune")
+            raise SettingRefused(f"{source} holds no VSA gate weights (to_gate_compress): not a VSA finetune")
         if len(namings) > 1:
-            raise CommandRefused(f"{source} holds VSA gate weights under both namings ({', '.join(sorted(namings))})")
+            raise SettingRefused(f"{source} holds VSA gate weights under both namings ({', '.join(sorted(namings))})")
     if base_model is not None and not (Path(base_model) / "model_index.json").is_file():
-        raise CommandRefused(
+        raise SettingRefused(
             f"--base_model {base_model} is not a local diffusers pipeline folder (no model_index.json)"
         )
     if base_model is not None:

@@ -13,16 +13,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from ..refusal import SettingRefused
+
 # FastVideo's LoRA targets: q, k, v and out of self- and cross-attention in every block (also `fastvideo-hf plan`'s)
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-
-
-class SettingRefused(ValueError):
-    """A setting the run cannot go on with (a flag, the dataset, a checkpoint); the message says what to do.
-
-    The scripts print it as one line and exit 2, as ``fastvideo-hf preprocess`` does, so a user sees the fix and not a
-    traceback; any other exception is a bug and keeps its traceback. A ``ValueError``, so that callers of the library
-    functions that raise it catch it as before."""
 
 
 def run_refusing_in_one_line(main: Callable[[argparse.Namespace], None], parse_args: Callable[[], argparse.Namespace]):

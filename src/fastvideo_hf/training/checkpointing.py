@@ -22,7 +22,7 @@ import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .args import SettingRefused
+from ..refusal import SettingRefused
 
 logger = logging.getLogger(__name__)
 

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Sampler
 
+from ..library_internals import RING_CUDA_BACKEND, parallel_config_of, use_cpu_attention_with_lse
 from ..model_spec import WanModelSpec
-from .args import SettingRefused
+from ..refusal import SettingRefused
 from .experts import expert_modules
 
 logger = logging.getLogger(__name__)
@@ -230,10 +231,6 @@ def enable_context_parallel(
     )
 
 
-# diffusers' backend for ring attention on CUDA: it supports context parallelism and returns the log-sum-exp
-RING_CUDA_BACKEND = "_native_cudnn"
-
-
 def use_ring_attention_backend(transformer: torch.nn.Module, device: torch.device, compute_dtype: torch.dtype) -> None:
     """Make every attention of ``transformer`` return the log-sum-exp that ring attention merges partial results
     with; refuse a device or dtype where no backend does, before the first step rather than at it."""
@@ -254,62 +251,7 @@ def use_ring_attention_backend(transformer: torch.nn.Module, device: torch.devic
         expert.set_attention_backend(RING_CUDA_BACKEND)
 
 
-def use_cpu_attention_with_lse() -> None:
-    """Route the context-parallel path of diffusers' native backend through ``_cpu_attention_forward_op`` /
-    ``_cpu_attention_backward_op``, which return and use the log-sum-exp (for this process; idempotent).
-
-    diffusers' own native ops refuse ``return_lse=True``; its backends that return it (cuDNN, flash) are CUDA
-    kernels. The native backend looks its ops up at every call, so replacing them here changes only attention under
-    context parallelism: attention without it (cross-attention, validation's other models) still calls SDPA."""
-    from diffusers.models import attention_dispatch
-
-    attention_dispatch._native_attention_forward_op = _cpu_attention_forward_op
-    attention_dispatch._native_attention_backward_op = _cpu_attention_backward_op
-
-
-def _cpu_attention_forward_op(
-    ctx,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attn_mask: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    is_causal: bool = False,
-    scale: float | None = None,
-    enable_gqa: bool = False,
-    return_lse: bool = False,
-    _save_ctx: bool = True,
-    _parallel_config=None,
-):
-    """diffusers' forward-op contract (tensors [B, S, H, D], log-sum-exp [B, S, H]) over PyTorch's CPU flash
-    attention, as diffusers' ``_native_flash_attention_forward_op`` is over the CUDA one."""
-    if attn_mask is not None or dropout_p or enable_gqa:
-        raise NotImplementedError("CPU context-parallel attention takes no mask, dropout or grouped heads")
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        *(x.transpose(1, 2) for x in (query, key, value)), dropout_p, is_causal, scale=scale
-    )
-    out, lse = out.transpose(1, 2).contiguous(), lse.transpose(1, 2).contiguous()
-    if _save_ctx:  # model layout, so that ring attention's backward can pass each step's key / value instead
-        ctx.save_for_backward(query, key, value, out, lse)
-        ctx.is_causal, ctx.scale = is_causal, scale
-    return (out, lse) if return_lse else out
-
-
-def _cpu_attention_backward_op(ctx, grad_out: torch.Tensor, *args, **overrides):
-    """Gradients for query, key and value; ring attention passes the key and value of each step and the merged output
-    and log-sum-exp (``overrides``), Ulysses nothing (the saved tensors)."""
-    saved = dict(zip(("query", "key", "value", "out", "lse"), ctx.saved_tensors, strict=True))
-    tensors = {name: overrides.get(name) if overrides.get(name) is not None else saved[name] for name in saved}
-    query, key, value, out = (tensors[name].transpose(1, 2) for name in ("query", "key", "value", "out"))
-    lse = tensors["lse"].transpose(1, 2).to(torch.float32).contiguous()
-    grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        grad_out.transpose(1, 2).to(query.dtype), query, key, value, out.to(query.dtype), lse, 0.0, ctx.is_causal,
-        scale=ctx.scale,
-    )  # fmt: skip
-    return tuple(grad.transpose(1, 2) for grad in grads)
-
-
 def is_context_parallel(transformer: torch.nn.Module) -> bool:
     """Whether the forward of ``transformer`` (unwrapped) needs every process of its group."""
     experts = expert_modules(transformer).values()
-    return any(getattr(expert, "_parallel_config", None) is not None for expert in experts)
+    return any(parallel_config_of(expert) is not None for expert in experts)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..model_spec import WanModelSpec
-from .args import SettingRefused
+from ..refusal import SettingRefused
 
 # What datasets' videofolder and our sources read as videos: a folder of these needs preprocessing first.
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi")

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..library_internals import lora_pattern_key
+
 if TYPE_CHECKING:
     from peft import LoraConfig
 
@@ -78,9 +80,7 @@ def diffusers_to_original_wan_key(name: str) -> str:
 
 def _lora_scale(lora_config: LoraConfig, module_name: str, rank: int) -> float:
     """PEFT's factor on ``lora_B @ lora_A`` in this module; ``alpha_pattern`` is matched the way PEFT matches it."""
-    from peft.utils.other import get_pattern_key
-
-    alpha_key = get_pattern_key(lora_config.alpha_pattern.keys(), module_name)
+    alpha_key = lora_pattern_key(list(lora_config.alpha_pattern.keys()), module_name)
     alpha = lora_config.alpha_pattern.get(alpha_key, lora_config.lora_alpha)
     return alpha / math.sqrt(rank) if lora_config.use_rslora else alpha / rank
 

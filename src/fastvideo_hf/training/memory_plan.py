@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from ..library_internals import layerwise_casting_layer_types
 from ..model_spec import WAN_MAX_SEQUENCE_LENGTH
 from .args import DEFAULT_LORA_TARGETS  # the training flag's default
 
@@ -250,14 +251,14 @@ def count_parameters(
     model: torch.nn.Module, lora_rank: int = 0, lora_targets: tuple[str, ...] = ()
 ) -> ParameterCounts:
     """Count the parameters of a (meta) Wan transformer and of the LoRA that ``lora_rank`` / ``lora_targets`` add."""
-    from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS
+    layer_types = layerwise_casting_layer_types()
 
     def numel(module: torch.nn.Module) -> int:
         return sum(param.numel() for param in module.parameters())
 
-    layers = [m for m in model.modules() if isinstance(m, _GO_LC_SUPPORTED_PYTORCH_LAYERS)]
+    layers = [m for m in model.modules() if isinstance(m, layer_types)]
     block = model.blocks[0]
-    block_layers = [m for m in block.modules() if isinstance(m, _GO_LC_SUPPORTED_PYTORCH_LAYERS)]
+    block_layers = [m for m in block.modules() if isinstance(m, layer_types)]
     fp8, fp8_block = _fp8_counts(model)
     targeted = lora_target_layers(model, lora_targets) if lora_rank else []
     modules = dict(model.named_modules())

@@ -27,13 +27,14 @@ import logging
 
 import torch
 
-from .args import SettingRefused, given_flags
+from ..library_internals import ddp_ignore_parameters, offload_groups, set_group_tensors
+from ..refusal import SettingRefused
+from .args import given_flags
 from .experts import expert_modules
 
 logger = logging.getLogger(__name__)
 
 STORAGE_DTYPES = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}  # --layerwise_casting
-_GROUP_OFFLOADING_HOOK = "group_offloading"  # the name diffusers.hooks.group_offloading registers its hook under
 
 
 def check_memory_saver_args(args: argparse.Namespace, lora: bool) -> None:
@@ -124,28 +125,8 @@ def leave_fp8_weights_out_of_ddp_broadcast(model: torch.nn.Module) -> None:
     DDP sends every parameter of the first process to the others when it wraps a model; gloo has no fp8 type, and
     every process already holds the same frozen weights (loaded from the same files, cast the same way). Ignored
     parameters are also left out of DDP's gradient buckets, which frozen weights never enter anyway."""
-    from torch.nn.parallel import DistributedDataParallel
-
     stored = set(STORAGE_DTYPES.values())
-    names = [name for name, param in model.named_parameters() if param.dtype in stored]
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
-
-
-def offload_groups(module: torch.nn.Module) -> list:
-    """The distinct diffusers ``ModuleGroup`` objects whose hooks are installed in ``module``."""
-    groups = {}
-    for submodule in module.modules():
-        registry = getattr(submodule, "_diffusers_hook", None)
-        hook = registry.get_hook(_GROUP_OFFLOADING_HOOK) if registry is not None else None
-        if hook is not None:
-            groups[id(hook.group)] = hook.group
-    return list(groups.values())
-
-
-def group_tensors(group) -> list[torch.Tensor]:
-    """Every parameter and buffer an onload / offload of ``group`` moves."""
-    tensors = [tensor for module in group.modules for tensor in (*module.parameters(), *module.buffers())]
-    return list(dict.fromkeys([*tensors, *group.parameters, *group.buffers]))
+    ddp_ignore_parameters(model, [name for name, param in model.named_parameters() if param.dtype in stored])
 
 
 def keep_trainable_on_device(module: torch.nn.Module, device: torch.device) -> None:
@@ -161,11 +142,8 @@ def keep_trainable_on_device(module: torch.nn.Module, device: torch.device) -> N
         if not any(param.requires_grad for param in parameters):
             continue
         buffers = [buffer for group_module in group.modules for buffer in group_module.buffers()]
-        group.parameters = [param for param in parameters if not param.requires_grad]
-        group.buffers = list(dict.fromkeys([*buffers, *group.buffers]))
-        group.modules = []
-        if group.stream is not None:  # the pinned CPU copies the stream path restores from: frozen tensors only
-            group.cpu_param_dict = group._init_cpu_param_dict()
+        frozen = [param for param in parameters if not param.requires_grad]
+        set_group_tensors(group, frozen, list(dict.fromkeys([*buffers, *group.buffers])))
     for param in module.parameters():
         if param.requires_grad:
             param.data = param.data.to(device)

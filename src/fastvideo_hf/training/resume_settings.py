@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .args import SettingRefused
+from ..refusal import SettingRefused
 
 logger = logging.getLogger(__name__)
 

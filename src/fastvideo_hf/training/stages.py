@@ -31,7 +31,7 @@ from accelerate.utils import (
 from torch.utils.data import DataLoader
 
 from ..model_spec import EXPERT_SUBFOLDERS, WanModelSpec
-from .args import SettingRefused
+from ..refusal import SettingRefused
 from .checkpoint_hooks import SHARDED_TYPES
 from .checkpointing import (
     TrainingState,

@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from ..model_spec import WanModelSpec
+from ..refusal import SettingRefused
 from ..video_writer import write_mp4
 from ..vsa import vsa_context
-from .args import SettingRefused
 from .context_parallel import is_context_parallel
 from .experts import expert_modules
 

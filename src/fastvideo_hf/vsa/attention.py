@@ -29,6 +29,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from ..library_internals import dynamo_recompile_limit_at_least
 from .tiling import TILE, TILE_TOKENS, TileLayout, tile_tokens, untile_tokens
 
 logger = logging.getLogger(__name__)
@@ -241,8 +242,7 @@ def block_mask_from_tiles(layout: TileLayout, tile_index: torch.Tensor):
 def _fine_stage_flex(q_t, k_t, v_t, layout: TileLayout, tile_index: torch.Tensor) -> torch.Tensor:
     batch, heads, num_tiles, _, dim = q_t.shape
     block_mask = block_mask_from_tiles(layout, tile_index)
-    limit = max(torch._dynamo.config.recompile_limit, FLEX_RECOMPILE_LIMIT)
-    with torch._dynamo.config.patch(recompile_limit=limit):
+    with dynamo_recompile_limit_at_least(FLEX_RECOMPILE_LIMIT):
         out = _compiled_flex_attention()(
             q_t.flatten(2, 3).contiguous(),
             k_t.flatten(2, 3).contiguous(),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..library_internals import wan_qkv_projections
 from .attention import BACKENDS, vsa_attention
 from .tiling import tile_layout
 from .ulysses import gather_sequence, scatter_sequence, ulysses_group
@@ -55,13 +56,11 @@ class WanVSAAttnProcessor:
         self._parallel_config = None
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
-
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError("WanVSAAttnProcessor is for self-attention (attn1) without a mask")
         if self.context.grid is None:
             raise RuntimeError("VSA does not know the token grid: install it with enable_vsa(transformer)")
-        query, key, value = _get_qkv_projections(attn, hidden_states, None)
+        query, key, value = wan_qkv_projections(attn, hidden_states)
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from ..library_internals import sequence_all_to_all, ulysses_process_group
+
 
 def ulysses_group(parallel_config):
     """The Ulysses process group of a diffusers ``ParallelConfig`` set on the processor, or None without one."""
@@ -22,18 +24,14 @@ def ulysses_group(parallel_config):
         return None
     if context_parallel.ring_degree > 1:
         raise ValueError("VSA runs under Ulysses context parallelism only: ring attention splits the video's tiles")
-    return context_parallel._ulysses_mesh.get_group()
+    return ulysses_process_group(context_parallel)
 
 
 def gather_sequence(tensor: torch.Tensor, group) -> torch.Tensor:
     """[B, S / N, H, D] sequence shard -> [B, S, H / N, D]: all tokens, this process's heads."""
-    from diffusers.models.attention_dispatch import SeqAllToAllDim
-
-    return SeqAllToAllDim.apply(group, tensor, 2, 1)
+    return sequence_all_to_all(group, tensor, 2, 1)
 
 
 def scatter_sequence(tensor: torch.Tensor, group) -> torch.Tensor:
     """[B, S, H / N, D] -> [B, S / N, H, D]: the inverse of ``gather_sequence``."""
-    from diffusers.models.attention_dispatch import SeqAllToAllDim
-
-    return SeqAllToAllDim.apply(group, tensor, 1, 2)
+    return sequence_all_to_all(group, tensor, 1, 2)
