@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import WanTransformer3DModel
 
-from fastvideo_hf.tools.tiny_models import TEXT_DIM
+from fastvideo_hf.tools.tiny_models import TEXT_DIM, tiny_wan_transformer
 from fastvideo_hf.vsa import attention, enable_vsa
 from fastvideo_hf.vsa.attention import kernel_available, num_selected_tiles, vsa_attention
 from fastvideo_hf.vsa.tiling import tile_layout, tile_tokens
@@ -228,20 +228,7 @@ def test_a_head_dim_the_kernel_cannot_take_runs_without_it_and_says_why_once(ker
 def wan_transformer_with_heads_of_64() -> WanTransformer3DModel:
     """A tiny Wan transformer whose attention the kernel takes (the test pipeline's heads are of 12)."""
     torch.manual_seed(0)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=64,
-        in_channels=16,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    ).eval()
+    return tiny_wan_transformer(attention_head_dim=64).eval()
 
 
 @pytest.mark.parametrize("autocast", [False, True])

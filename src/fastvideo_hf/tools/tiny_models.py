@@ -76,14 +76,18 @@ def _tiny_vae(wan22: bool):
     ).eval()
 
 
-def _tiny_transformer(in_channels: int, out_channels: int, image_dim: int | None = None):
+def tiny_wan_transformer(
+    in_channels: int = 16, out_channels: int = 16, image_dim: int | None = None, attention_head_dim: int = 12
+):
+    """diffusers' own test configuration of the Wan transformer (2 blocks, 2 heads); ``attention_head_dim`` 64 gives
+    heads FastVideo's VSA kernel takes."""
     from diffusers import WanTransformer3DModel
 
     image_kwargs = {"image_dim": image_dim, "added_kv_proj_dim": 24} if image_dim else {}
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
-        attention_head_dim=12,
+        attention_head_dim=attention_head_dim,
         in_channels=in_channels,
         out_channels=out_channels,
         text_dim=TEXT_DIM,
@@ -137,24 +141,24 @@ def build_tiny_wan_pipeline(task: str = "t2v", model: str = "wan2.1", seed: int 
         ),
     }
     if model == "wan2.2-ti2v-5b":
-        return WanPipeline(transformer=_tiny_transformer(48, 48), expand_timesteps=True, **components)
+        return WanPipeline(transformer=tiny_wan_transformer(48, 48), expand_timesteps=True, **components)
     in_channels = 36 if task == "i2v" else 16  # I2V: noisy latents + 4 mask channels + first-frame latents
     if model == "wan2.2-a14b":
         experts = {
-            "transformer": _tiny_transformer(in_channels, 16),
-            "transformer_2": _tiny_transformer(in_channels, 16),
+            "transformer": tiny_wan_transformer(in_channels, 16),
+            "transformer_2": tiny_wan_transformer(in_channels, 16),
         }
         pipeline_class = WanImageToVideoPipeline if task == "i2v" else WanPipeline
         return pipeline_class(boundary_ratio=A14B_BOUNDARY_RATIO[task], **experts, **components)
     if task == "i2v":
         image_encoder, image_processor = _tiny_clip()
         return WanImageToVideoPipeline(
-            transformer=_tiny_transformer(in_channels, 16, image_dim=4),
+            transformer=tiny_wan_transformer(in_channels, 16, image_dim=4),
             image_encoder=image_encoder,
             image_processor=image_processor,
             **components,
         )
-    return WanPipeline(transformer=_tiny_transformer(16, 16), **components)
+    return WanPipeline(transformer=tiny_wan_transformer(16, 16), **components)
 
 
 def save_tiny_wan_pipeline(output_dir: str | Path, task: str = "t2v", model: str = "wan2.1", seed: int = 0) -> Path:
