@@ -15,6 +15,7 @@ Standard library only: it must run before anything else is installed.
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,9 @@ HEADER = """\
 # pyproject.toml allow, and `make lock` rewrites this file from them once the suite passes.
 # torch is the CPU build (the local label, e.g. +cpu, is left out so that pip may take it from the machine's disk).
 """
+# Written into the lock and compared by `check`: which packages a tree holds depends on the Python version and the
+# machine (markers such as `python_version < "3.11"` for tomli, `platform_machine == "x86_64"` for decord).
+ENVIRONMENT_PREFIX = "# environment: "
 # The project itself (installed editable from this checkout) and the installers that come with every venv: not
 # dependencies to pin (pinning pip would only slow setup).
 NOT_PINNED = {"fastvideo-hf", "pip", "setuptools", "wheel"}
@@ -46,6 +50,19 @@ def installed() -> dict[str, str]:
     return {name: version for name, version in versions.items() if name not in NOT_PINNED}
 
 
+def this_environment() -> str:
+    """The Python version and machine a lock is made for, e.g. ``python3.11 Linux x86_64``."""
+    return f"python{sys.version_info.major}.{sys.version_info.minor} {platform.system()} {platform.machine()}"
+
+
+def read_environment(path: Path) -> str | None:
+    """The environment line of the lock (None for a lock without one)."""
+    for line in path.read_text().splitlines():
+        if line.startswith(ENVIRONMENT_PREFIX):
+            return line[len(ENVIRONMENT_PREFIX) :].strip()
+    return None
+
+
 def read_lock(path: Path) -> dict[str, str]:
     """``name==version`` lines of the lock (comments and blank lines skipped)."""
     pins = {}
@@ -62,22 +79,30 @@ def read_lock(path: Path) -> dict[str, str]:
 
 def differences(lock: dict[str, str], env: dict[str, str]) -> list[str]:
     """One line per package whose installed version is not the locked one, sorted by name."""
+    return version_changes(lock, env) + membership_changes(lock, env)
+
+
+def version_changes(lock: dict[str, str], env: dict[str, str]) -> list[str]:
+    """Packages installed at another version than the locked one."""
+    both = sorted(set(lock) & set(env))
+    return [f"{name}: locked {lock[name]}, installed {env[name]}" for name in both if lock[name] != env[name]]
+
+
+def membership_changes(lock: dict[str, str], env: dict[str, str]) -> list[str]:
+    """Packages the lock names and the environment lacks, or the reverse."""
     lines = []
     for name in sorted(set(lock) | set(env)):
         locked, have = lock.get(name), env.get(name)
-        if locked == have:
-            continue
         if have is None:
             lines.append(f"{name}: locked {locked}, not installed")
         elif locked is None:
             lines.append(f"{name}: {have} installed, not in the lock")
-        else:
-            lines.append(f"{name}: locked {locked}, installed {have}")
     return lines
 
 
 def write_lock(path: Path, env: dict[str, str]) -> None:
-    path.write_text(HEADER + "".join(f"{name}=={env[name]}\n" for name in sorted(env)))
+    pins = "".join(f"{name}=={env[name]}\n" for name in sorted(env))
+    path.write_text(f"{HEADER}{ENVIRONMENT_PREFIX}{this_environment()}\n{pins}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,11 +115,22 @@ def main(argv: list[str] | None = None) -> int:
         write_lock(args.lock, env)
         print(f"wrote {len(env)} pins to {args.lock}")
         return 0
-    lines = differences(read_lock(args.lock), env)
+    lock = read_lock(args.lock)
     if args.command == "diff":
+        lines = differences(lock, env)
         print(f"{len(lines)} packages differ from {args.lock}" + (":" if lines else ""))
         print("\n".join(f"  {line}" for line in lines))
         return 0
+    lines = version_changes(lock, env)
+    membership = membership_changes(lock, env)
+    made_for = read_environment(args.lock)
+    if made_for is not None and made_for != this_environment():
+        # another Python or machine installs other packages through markers; the locked versions still hold
+        if membership:
+            print(f"note: the lock was made on {made_for}, this is {this_environment()}; unpinned here:")
+            print("\n".join(f"  {line}" for line in membership))
+    else:
+        lines += membership
     if lines:
         print(f"this environment ({sys.prefix}) is not the lock {args.lock}:", file=sys.stderr)
         print("\n".join(f"  {line}" for line in lines), file=sys.stderr)

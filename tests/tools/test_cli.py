@@ -216,3 +216,20 @@ def test_plot_loss_and_demo_data_refuse_in_one_line(tmp_path, capsys):
     assert cli_main(["demo-data", "--output", str(tmp_path / "demo"), "--num_videos", "0"]) == 2
     assert "--num_videos must be at least 1" in refusal_line(capsys, "demo-data")
     assert not (tmp_path / "demo").exists()
+
+
+def test_an_output_path_of_the_wrong_kind_is_refused_before_any_work(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    assert cli_main(["tiny-model", "--output", str(a_file)]) == 2
+    assert refusal_line(capsys, "tiny-model").endswith(f"--output {a_file} is a file: name a folder to write into")
+    assert cli_main(["demo-data", "--output", str(a_file / "demo"), "--num_videos", "1"]) == 2
+    assert f"{a_file} is a file, not a folder" in refusal_line(capsys, "demo-data")
+    plan = ["plan", "--pretrained_model_name_or_path", "wan2.1-t2v-1.3b", "--json"]
+    assert cli_main([*plan, str(tmp_path)]) == 2
+    assert "name a .json file" in refusal_line(capsys, "plan")
+    assert cli_main(["plot-loss", str(tmp_path), "--output", str(tmp_path / "curve.txt")]) == 2
+    assert "name a .png file (got .txt)" in refusal_line(capsys, "plot-loss")
+    assert cli_main(["plot-loss", str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert "name a .png file" in refusal_line(capsys, "plot-loss")
+    assert a_file.read_text() == "not a folder"

@@ -167,3 +167,17 @@ def test_the_installed_command_refuses_a_zero_shift_in_one_line(tiny_model_dir, 
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr and not output.exists()
     assert result.stderr.strip().splitlines()[-1].startswith("fastvideo-hf generate: error: --flow_shift")
+
+
+def test_nan_weights_give_a_refusal_not_a_black_video(tiny_model_dir, tmp_path, capsys):
+    # a diverged full finetune: every weight NaN; the uint8 cast used to turn the NaN frames into a black mp4, exit 0
+    from diffusers import WanTransformer3DModel
+
+    transformer = WanTransformer3DModel.from_pretrained(tiny_model_dir, subfolder="transformer")
+    for param in transformer.parameters():
+        param.data.fill_(float("nan"))
+    transformer.save_pretrained(tmp_path / "diverged" / "transformer")
+    video = tmp_path / "nan.mp4"
+    assert cli_main(generate_argv(tiny_model_dir, "--transformer", tmp_path / "diverged", output=video)) == 2
+    assert "the pipeline produced NaN frames, so no video was written" in refusal(capsys)
+    assert not video.exists()

@@ -3,14 +3,15 @@
 A refusal is a ``SettingRefused``; any other exception is a bug and keeps its traceback.
 """
 
+import re
 from dataclasses import replace
 
 import pytest
 from diffusers import WanTransformer3DModel
 
 from fastvideo_hf.model_spec import WanModelSpec
+from fastvideo_hf.refusal import SettingRefused
 from fastvideo_hf.training.args import (
-    SettingRefused,
     build_training_parser,
     run_refusing_in_one_line,
     validate_training_args,
@@ -125,3 +126,44 @@ def test_a_bad_validation_size_is_refused_before_the_first_step_once_for_two_pro
     assert "65x96x17 (e.g. 64x96x17)" in result.stderr
     assert "[rank0]" not in result.stderr and "[rank1]" not in result.stderr  # no process printed a traceback
     assert not list((tmp_path / "out").glob("checkpoint-*"))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--learning_rate", "nan"], "--learning_rate must be a finite number in (0.0, inf), got nan"),
+        (["--lora_alpha", "nan"], "--lora_alpha must be a finite number in (0.0, inf), got nan"),
+        (["--flow_shift", "inf"], "--flow_shift must be a finite number in (0.0, inf), got inf"),
+        (["--mode_scale", "nan"], "--mode_scale must be a finite number"),
+        (["--logit_std", "-1"], "--logit_std must be a finite number in (0.0, inf), got -1.0"),
+        (["--adam_beta1", "1.5"], "--adam_beta1 must be a finite number in [0.0, 1.0), got 1.5"),
+        (["--adam_epsilon", "-1"], "--adam_epsilon must be a finite number"),
+        (["--adam_weight_decay", "nan"], "--adam_weight_decay must be a finite number"),
+        (["--max_grad_norm", "nan"], "--max_grad_norm must be a finite number in [0.0, inf), got nan"),
+        (["--rank", "0"], "--rank must be a finite number in [1, inf), got 0"),
+        (["--seed", "-1"], "--seed must be a finite number in [0, 4294967296), got -1"),
+        (["--dataloader_num_workers", "-1"], "--dataloader_num_workers must be a finite number"),
+        (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be a finite number in [1, inf), got 0"),
+        (["--validation_guidance_scale", "nan"], "--validation_guidance_scale must be a finite number"),
+        (["--validation_height", "64"], "--validation_height without --validation_prompt or --validation_file"),
+        (["--hub_model_id", "me/lora"], "--hub_model_id without --push_to_hub would be ignored"),
+        (["--push_to_hub", "--hub_model_id", "a b/c//d"], "--hub_model_id 'a b/c//d' is not a Hub repo id"),
+    ],
+)
+def test_numbers_that_would_train_to_nan_or_fail_late_are_refused(flags, message):
+    # nan and inf used to train to exit 0 and an all-NaN LoRA; the others failed in torch, peft or numpy after the
+    # model loaded, or were ignored
+    with pytest.raises(SettingRefused, match=re.escape(message)):
+        validate_training_args(parsed(*flags))
+
+
+def test_a_run_whose_loss_is_not_finite_stops_without_saving(tmp_path, latents_dir, tiny_model_dir):
+    # a learning rate of 1e30 makes the second step's loss inf / NaN; the run used to finish, save and exit 0
+    result = run_training(
+        "train_wan_lora.py", tiny_model_dir, latents_dir, tmp_path / "out", "--learning_rate", "1e30",
+        "--max_grad_norm", "0", "--max_train_steps", "4", "--checkpointing_steps", "100", check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "train_wan_lora.py: error: the training loss is" in result.stderr
+    assert "the run diverged" in result.stderr
+    assert not (tmp_path / "out" / "pytorch_lora_weights.safetensors").exists()

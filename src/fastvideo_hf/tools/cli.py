@@ -10,12 +10,15 @@ import argparse
 import sys
 
 from ..refusal import SettingRefused
+from .output_paths import output_file, output_folder
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
     from .tiny_models import save_tiny_wan_pipeline
 
-    path = save_tiny_wan_pipeline(args.output, task=args.task, model=args.model, seed=args.seed)
+    path = save_tiny_wan_pipeline(
+        output_folder(args.output, "--output"), task=args.task, model=args.model, seed=args.seed
+    )
     print(f"tiny {args.model} {args.task} pipeline written to {path} (load it with DiffusionPipeline.from_pretrained)")
     return 0
 
@@ -26,7 +29,11 @@ def _demo_data(args: argparse.Namespace) -> int:
     if args.num_videos < (0 if args.mixed else 1):
         raise SettingRefused(f"--num_videos must be at least {0 if args.mixed else 1}, got {args.num_videos}")
     clips = write_demo_dataset(
-        args.output, args.num_videos, seed=args.seed, with_bad_inputs=args.with_bad_inputs, mixed=args.mixed
+        output_folder(args.output, "--output"),
+        args.num_videos,
+        seed=args.seed,
+        with_bad_inputs=args.with_bad_inputs,
+        mixed=args.mixed,
     )
     images = sum(clip.media_type == "image" for clip in clips)
     print(
@@ -54,7 +61,8 @@ def _plot_loss(args: argparse.Namespace) -> int:
     from .loss_curve import plot_loss_curves
 
     runs = dict(run.split("=", 1) if "=" in run else (run, run) for run in args.runs)
-    for name, loss in plot_loss_curves(runs, args.output, args.window).items():
+    output = output_file(args.output, "--output", ".png")
+    for name, loss in plot_loss_curves(runs, output, args.window).items():
         if loss.logged == 1:
             print(f"{name}: loss {loss.first:.4f} (1 step logged)")
         else:

@@ -440,4 +440,9 @@ def generate(args: argparse.Namespace) -> Path:
         torch.manual_seed(args.seed)  # the re-noising draws from the global generator: WanPipeline passes none
     generator = torch.Generator("cpu").manual_seed(args.seed)
     frames = pipe(**call, generator=generator, output_type="np").frames[0]
+    if not np.isfinite(frames).all():  # NaN becomes 0 in the uint8 cast: an all-black video that looks written
+        raise SettingRefused(
+            "the pipeline produced NaN frames, so no video was written: the weights are not finite (a diverged "
+            "--lora or --transformer) or a setting makes the sampler divide by zero"
+        )
     return write_mp4((np.clip(frames, 0, 1) * 255).round().astype(np.uint8), args.output, fps=args.fps)

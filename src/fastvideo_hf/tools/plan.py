@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 from ..refusal import SettingRefused
 from ..training.memory_plan import (
@@ -40,6 +39,7 @@ from ..training.memory_plan import (
     plan_to_json,
     resolve_model,
 )
+from .output_paths import output_file
 
 DEFAULT_RANK = 32  # train_wan_lora.py's --rank default
 
@@ -98,14 +98,15 @@ def run(args: argparse.Namespace) -> int:
     """Print the plan (and write ``--json``). A setting that makes no training run, or a model that cannot be
     resolved offline, is refused (``SettingRefused``: one line, exit 2) before anything is estimated."""
     model, setup = check_settings(args)
+    json_path = output_file(args.json, "--json", ".json") if args.json else None
     try:
         plan = make_plan(model, setup, args.gpu_memory)
     except ValueError as error:  # LoRA targets matching no Linear of the model
         raise SettingRefused(str(error)) from error
     print(format_plan(plan))
-    if args.json:
-        Path(args.json).write_text(json.dumps(plan_to_json(plan), indent=2) + "\n")
-        print(f"plan written to {args.json}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(plan_to_json(plan), indent=2) + "\n")
+        print(f"plan written to {json_path}")
     return 0
 
 

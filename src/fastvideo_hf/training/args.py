@@ -7,11 +7,15 @@ scripts from drifting apart. Defaults follow the published Wan recipes (FastVide
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from ..refusal import SettingRefused
 
@@ -266,6 +270,45 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
     return parser
 
 
+# flag -> (lowest, highest, whether the lowest itself is allowed), for every number a run takes: a NaN or an
+# infinity would train to an all-NaN LoRA with exit 0, and values torch, peft or numpy refuse would fail with a
+# traceback after the model loaded
+_NUMBER_RANGES = {
+    "learning_rate": (0.0, math.inf, False),
+    "adam_beta1": (0.0, 1.0, True),
+    "adam_beta2": (0.0, 1.0, True),
+    "adam_epsilon": (0.0, math.inf, False),
+    "adam_weight_decay": (0.0, math.inf, True),
+    "max_grad_norm": (0.0, math.inf, True),
+    "logit_mean": (-math.inf, math.inf, False),
+    "logit_std": (0.0, math.inf, False),
+    "mode_scale": (-math.inf, math.inf, False),
+    "flow_shift": (0.0, math.inf, False),
+    "caption_dropout": (0.0, 1.0, True),
+    "vsa_sparsity": (0.0, 1.0, True),
+    "validation_guidance_scale": (0.0, math.inf, True),
+    "lora_alpha": (0.0, math.inf, False),
+    "rank": (1, math.inf, True),
+    "seed": (0, 2**32, True),
+    "dataloader_num_workers": (0, math.inf, True),
+    "lr_warmup_steps": (0, math.inf, True),
+    "checkpoints_total_limit": (1, math.inf, True),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse a number outside the range the run can use (``_NUMBER_RANGES``), before anything loads."""
+    for flag, (lowest, highest, lowest_allowed) in _NUMBER_RANGES.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        low_ok = value >= lowest if lowest_allowed else value > lowest
+        if not (math.isfinite(value) and low_ok and value < highest):
+            low = f"[{lowest}" if lowest_allowed else f"({lowest}"
+            high = "inf)" if highest == math.inf else f"{highest})"
+            raise SettingRefused(f"--{flag} must be a finite number in {low}, {high}, got {value}")
+
+
 def validate_training_args(args: argparse.Namespace) -> None:
     """Refuse flag combinations that would fail late, leak a secret, or be ignored without a word."""
     if args.report_to in ("wandb", "all") and args.hub_token is not None:
@@ -287,12 +330,21 @@ def validate_training_args(args: argparse.Namespace) -> None:
     for flag in ("max_train_steps", "num_train_epochs"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SettingRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if not 0.0 <= args.caption_dropout < 1.0:
-        raise SettingRefused("--caption_dropout must be in [0, 1)")
-    if args.flow_shift <= 0:
-        raise SettingRefused("--flow_shift must be positive")
-    if not 0.0 <= args.vsa_sparsity < 1.0:
-        raise SettingRefused("--vsa_sparsity must be in [0, 1)")
+    check_numbers(args)
+    sizes = [f"--{flag}" for flag in ("validation_height", "validation_width", "validation_num_frames")]
+    given_sizes = [flag for flag in sizes if getattr(args, flag[2:]) is not None]
+    if given_sizes and args.validation_prompt is None and args.validation_file is None:
+        raise SettingRefused(
+            f"{', '.join(given_sizes)} without --validation_prompt or --validation_file would be ignored: there is "
+            "nothing to validate; add one, or drop the sizes"
+        )
+    if args.hub_model_id is not None:
+        if not args.push_to_hub:
+            raise SettingRefused("--hub_model_id without --push_to_hub would be ignored: add --push_to_hub")
+        try:
+            validate_repo_id(args.hub_model_id)
+        except HFValidationError as error:
+            raise SettingRefused(f"--hub_model_id {args.hub_model_id!r} is not a Hub repo id: {error}") from None
     vsa_flags = sorted(flag for flag in given_flags(args) if flag.startswith("vsa_"))
     if vsa_flags and args.attention_backend != "vsa":
         named = ", ".join(f"--{flag}" for flag in vsa_flags)

@@ -348,8 +348,17 @@ def advance(state: TrainingState, epoch: int, batches_done: int, batches_per_epo
 
 
 def step_logs(accelerator: Accelerator, loss, lr_scheduler, grad_norm, vsa_sparsity, progress) -> dict[str, float]:
-    """What each optimizer step logs: loss (mean over processes), lr, grad norm, steps/s, VSA sparsity."""
+    """What each optimizer step logs: loss (mean over processes), lr, grad norm, steps/s, VSA sparsity.
+
+    A loss that is not finite stops the run here, before the step's checkpoint: once NaN the weights never recover,
+    and a run that went on would save (and push) an all-NaN model that samples black videos with exit 0."""
     logs = {"loss": accelerator.reduce(loss.detach(), "mean").item(), "lr": lr_scheduler.get_last_lr()[0]}
+    if not math.isfinite(logs["loss"]):
+        raise SettingRefused(
+            f"the training loss is {logs['loss']} at step {progress.n}: the run diverged, so it stops without saving "
+            "this step (earlier checkpoints are kept); lower --learning_rate or --lora_alpha, or keep "
+            "--max_grad_norm clipping on"
+        )
     if grad_norm is not None:
         logs["grad_norm"] = float(grad_norm)
     logs["steps_per_s"] = progress.format_dict["rate"] or 0.0

@@ -59,6 +59,8 @@ def load_validation_entries(
         content: Any = json.loads(path.read_text())
     except FileNotFoundError as error:
         raise SettingRefused(f"--validation_file {validation_file}: no such file") from error
+    except IsADirectoryError as error:
+        raise SettingRefused(f"--validation_file {validation_file} is a folder: name its validation.json") from error
     except json.JSONDecodeError as error:
         raise SettingRefused(f"--validation_file {validation_file} is not valid JSON: {error}") from error
     items = content.get("data", []) if isinstance(content, dict) else content
