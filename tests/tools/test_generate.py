@@ -122,7 +122,7 @@ REFUSALS = [
     (["--height", "30"], "--height must be a positive multiple of 16"),
     (["--num_frames", "6"], "--num_frames must be 4k+1"),
     (["--guidance_scale", "inf"], "--guidance_scale must be a finite number"),
-    (["--output", "video.avi"], "--output is the mp4 file to write"),
+    (["--output", "video.avi"], "--output video.avi: name a .mp4 file (got .avi)"),
     (["--expert", "low"], "--expert says which expert a --lora was trained as"),
 ]
 

@@ -30,6 +30,7 @@ from ..training.checkpoint_hooks import lora_file_names
 from ..training.experts import SLOTS
 from ..training.resume_settings import RUN_SETTINGS_FILE
 from ..video_writer import write_mp4
+from .output_paths import output_file
 
 if TYPE_CHECKING:
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
@@ -176,8 +177,7 @@ def check_flags(args: argparse.Namespace) -> CheckedFlags:
     dmd_timesteps = parse_dmd_timesteps(args.dmd_timesteps) if args.dmd_timesteps is not None else None
     if dmd_timesteps is not None and args.flow_shift is not None:
         raise SettingRefused("--flow_shift does not apply with --dmd_timesteps (its sigmas are t / 1000, unshifted)")
-    if Path(args.output).suffix.lower() != ".mp4" or Path(args.output).is_dir():
-        raise SettingRefused(f"--output is the mp4 file to write (e.g. video.mp4), got {args.output}")
+    output_file(args.output, "--output", ".mp4")
     two_experts = base_has_two_experts(args.pretrained_model_name_or_path)
     transformer_slots = check_transformer_folder(Path(args.transformer), two_experts) if args.transformer else []
     if args.lora:
