@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 from fastvideo_hf.tools.demo_data import write_demo_dataset  # noqa: E402
-from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline  # noqa: E402
+from fastvideo_hf.testing import save_tiny_wan_pipeline  # noqa: E402
 
 from .helpers import NUM_DEMO_VIDEOS, make_builder  # noqa: E402
 

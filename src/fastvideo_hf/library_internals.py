@@ -26,8 +26,8 @@ _GROUP_OFFLOADING_HOOK = "group_offloading"
 
 
 def wan_qkv_projections(attn: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """q, k, v of a ``WanAttention`` for self-attention, computed as ``WanAttnProcessor`` computes them (fused or
-    not): diffusers' private ``transformer_wan._get_qkv_projections``."""
+    """q, k, v of a Wan attention module for self-attention, computed as diffusers' Wan attention processor computes
+    them (fused or not): diffusers' private ``transformer_wan._get_qkv_projections``."""
     from diffusers.models.transformers.transformer_wan import _get_qkv_projections
 
     return _get_qkv_projections(attn, hidden_states, None)

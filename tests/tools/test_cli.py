@@ -128,7 +128,7 @@ def test_mixed_folder_lands_in_buckets_and_inspect_counts_rows_and_clips(tmp_pat
     ]
     assert {row["file_name"]: row["media_type"] for row in rows}["still_02_32x48.jpg"] == "image"
 
-    card_buckets = read_card_metadata(out)["bucket_rows"]
+    card_buckets = read_card_metadata(out).bucket_rows
     expected = {(17, 32, 48): 2, (9, 48, 32): 1, (17, 48, 48): 1, (1, 32, 48): 1, (1, 48, 32): 1, (1, 48, 48): 1}
     assert {(b["num_frames"], b["height"], b["width"]): b["rows"] for b in card_buckets} == expected
     assert sorted(map(str, bucket_rows_of(rows))) == sorted(map(str, card_buckets)), "fallback agrees with card"

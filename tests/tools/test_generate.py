@@ -15,7 +15,7 @@ from fastvideo_hf.tools.cli import build_parser as build_cli_parser
 from fastvideo_hf.tools.cli import main as cli_main
 from fastvideo_hf.tools.demo_data import write_demo_dataset
 from fastvideo_hf.tools.inference import build_pipeline
-from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
+from fastvideo_hf.testing import save_tiny_wan_pipeline
 
 from ..helpers import make_builder, run_training
 

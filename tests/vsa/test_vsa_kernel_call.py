@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import WanTransformer3DModel
 
-from fastvideo_hf.tools.tiny_models import TEXT_DIM, tiny_wan_transformer
+from fastvideo_hf.testing import TEXT_DIM, tiny_wan_transformer
 from fastvideo_hf.vsa import attention, enable_vsa
 from fastvideo_hf.vsa.attention import kernel_available, num_selected_tiles, vsa_attention
 from fastvideo_hf.vsa.tiling import tile_layout, tile_tokens

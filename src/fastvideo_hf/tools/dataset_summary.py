@@ -38,7 +38,7 @@ def summarize_dataset(dataset_dir: str | Path) -> dict[str, Any]:
     latent_shapes = Counter("x".join(map(str, shape)) for shape in dataset["vae_latent_shape"])
     text_lengths = [shape[0] for shape in dataset["text_embedding_shape"]]
     dtypes = set(dataset["vae_latent_dtype"])
-    card = read_card_metadata(dataset_dir) or {}
+    card = read_card_metadata(dataset_dir)
     skipped_file = dataset_dir / "skipped.jsonl"
     skipped = [json.loads(line) for line in skipped_file.read_text().splitlines()] if skipped_file.exists() else []
     return {
@@ -50,9 +50,10 @@ def summarize_dataset(dataset_dir: str | Path) -> dict[str, Any]:
         "skipped": len(skipped),
         "skipped_reasons": skip_reason_counts(skipped),
         "media_types": dict(sorted(Counter(dataset["media_type"]).items())),
-        "buckets": card.get("bucket_rows") or bucket_rows_of(dataset),
+        "buckets": (card.bucket_rows if card else None) or bucket_rows_of(dataset),
         **clips_per_video(dataset),
-        "card": {key: value for key, value in card.items() if "latents_" not in key},
+        # the block as the card holds it (an older card has fewer fields), without the long normalisation lists
+        "card": {key: value for key, value in (card.as_written if card else {}).items() if "latents_" not in key},
     }
 
 
@@ -92,7 +93,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"rows:            {summary['rows']}",
         f"latent shapes:   {summary['latent_shapes']}  (C x T x H x W)",
-        f"text tokens:     {summary['text_tokens_min_max']} (min, max; padded to 512 at load)",
+        f"text tokens:     {summary['text_tokens_min_max']} (min, max; padded to "
+        f"{summary['card'].get('max_sequence_length') or 'the text encoder length'} at load)",
         f"storage dtype:   {', '.join(summary['storage_dtypes'])}",
         f"parquet bytes:   {summary['parquet_bytes']:,}",
         f"skipped inputs:  {summary['skipped']} {summary['skipped_reasons']}",

@@ -1,6 +1,6 @@
-"""``fastvideo-hf generate``: a video from a Wan pipeline plus what training produced (LoRA or transformer).
+"""``fastvideo-hf generate``: a video from a base pipeline plus what training produced (LoRA or transformer).
 
-It is the stock diffusers path users will run (``WanPipeline.from_pretrained`` + ``load_lora_weights``), kept
+It is the stock diffusers path users will run (the family's pipeline ``from_pretrained`` + ``load_lora_weights``), kept
 as a command so the demo and a quick look at a checkpoint need no script. It also runs VSA checkpoints, ours and
 FastVideo's (whose gate weights ``from_pretrained`` drops): the sparsity comes from ``--vsa_sparsity`` or else
 from the ``vsa_config.json`` beside the weights, and the gates are loaded in either key naming.
@@ -25,25 +25,30 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..models import ModelSpec, family_titles, load_model_spec
+from ..models.family import EXPERT_SLOTS
 from ..refusal import SettingRefused
 from ..training.checkpoint_hooks import lora_file_names
-from ..training.experts import SLOTS
 from ..training.resume_settings import RUN_SETTINGS_FILE
 from ..video_writer import write_mp4
 from .output_paths import output_file
 
 if TYPE_CHECKING:
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+    from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LORA_WEIGHTS = lora_file_names("transformer", both_experts=False)[0]  # one transformer, or the high expert of `both`
 LORA_WEIGHTS_2 = lora_file_names("transformer_2", both_experts=True)[0]  # the low-noise expert of an --expert both run
-EXPERT_SLOTS = {"high": "transformer", "low": "transformer_2"}
+EXPERT_NAMES = ("high", "low")  # --expert values, in the order of EXPERT_SLOTS
 DMD_TRAIN_TIMESTEPS = 1000  # the timestep range of FastVideo's DMD models (sigma = t / 1000)
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--pretrained_model_name_or_path", required=True, help="Base diffusers-format Wan pipeline.")
+    parser.add_argument(
+        "--pretrained_model_name_or_path",
+        required=True,
+        help=f"Base diffusers-format {family_titles()} pipeline (a folder or a Hub id).",
+    )
     parser.add_argument(
         "--lora",
         default=None,
@@ -109,11 +114,11 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def dmd_scheduler(timesteps: list[int], num_train_timesteps: int = 1000) -> FlowMatchEulerDiscreteScheduler:
-    """FastVideo's DMD sampling as a stock diffusers scheduler, for ``WanPipeline``.
+    """FastVideo's DMD sampling as a stock diffusers scheduler, for the Wan pipeline its DMD models run in.
 
     FastVideo's DMD stage predicts x0 = x_t - sigma_t * v at each of its fixed timesteps and adds fresh noise to
     reach the next one, with sigma_t = t / 1000 (to within the spacing of its shifted 1000-point grid). That is
-    ``FlowMatchEulerDiscreteScheduler`` with ``stochastic_sampling`` and those sigmas unshifted; ``WanPipeline``
+    ``FlowMatchEulerDiscreteScheduler`` with ``stochastic_sampling`` and those sigmas unshifted; the pipeline
     asks only for a step count, so the sigmas are bound to ``set_timesteps``.
     """
     from diffusers import FlowMatchEulerDiscreteScheduler
@@ -138,7 +143,7 @@ class LoraFile:
 class CheckedFlags:
     """What the flags resolve to, worked out before any weight is read."""
 
-    two_experts: bool  # the base is Wan2.2 A14B (transformer + transformer_2)
+    base: ModelSpec  # the base pipeline's facts: its family, its experts (Wan2.2 A14B: transformer + transformer_2)
     dmd_timesteps: list[int] | None
     lora_files: list[LoraFile]
     transformer_slots: list[str]  # the finetuned folders of --transformer to load, each into its slot
@@ -152,16 +157,6 @@ def check_flags(args: argparse.Namespace) -> CheckedFlags:
     the other way round, a path that does not exist (it would be looked up on the Hub), an A14B LoRA whose expert is
     not known. The base pipeline's ``model_index.json`` is read (from the Hub for a Hub id) to know its experts.
     """
-    for flag in ("height", "width"):
-        if getattr(args, flag) < 16 or getattr(args, flag) % 16:
-            raise SettingRefused(
-                f"--{flag} must be a positive multiple of 16 (Wan's VAE and patches), got {getattr(args, flag)}"
-            )
-    if args.num_frames < 1 or (args.num_frames - 1) % 4:
-        below = max(1, (args.num_frames - 1) // 4 * 4 + 1)
-        raise SettingRefused(
-            f"--num_frames must be 4k+1 for Wan's VAE (e.g. {below} or {below + 4}), got {args.num_frames}"
-        )
     for flag in ("num_inference_steps", "fps"):
         if getattr(args, flag) < 1:
             raise SettingRefused(f"--{flag} must be at least 1, got {getattr(args, flag)}")
@@ -178,7 +173,9 @@ def check_flags(args: argparse.Namespace) -> CheckedFlags:
     if dmd_timesteps is not None and args.flow_shift is not None:
         raise SettingRefused("--flow_shift does not apply with --dmd_timesteps (its sigmas are t / 1000, unshifted)")
     output_file(args.output, "--output", ".mp4")
-    two_experts = base_has_two_experts(args.pretrained_model_name_or_path)
+    base = read_base(args.pretrained_model_name_or_path)
+    check_video_size(args, base)
+    two_experts = base.has_experts
     transformer_slots = check_transformer_folder(Path(args.transformer), two_experts) if args.transformer else []
     if args.lora:
         lora_files = lora_files_to_load(check_lora_folder(Path(args.lora)), args.expert, two_experts)
@@ -195,7 +192,7 @@ def check_flags(args: argparse.Namespace) -> CheckedFlags:
             f"{gates_folder} holds no VSA gate weights (to_gate_compress): it is a dense finetune; run it without "
             "--vsa_sparsity, or pass a VSA finetune (train_wan.py --attention_backend vsa)"
         )
-    return CheckedFlags(two_experts, dmd_timesteps, lora_files, transformer_slots)
+    return CheckedFlags(base, dmd_timesteps, lora_files, transformer_slots)
 
 
 def parse_dmd_timesteps(text: str) -> list[int]:
@@ -213,12 +210,10 @@ def parse_dmd_timesteps(text: str) -> list[int]:
     return timesteps
 
 
-def base_has_two_experts(name_or_path: str) -> bool:
-    """Whether the base pipeline is Wan2.2 A14B, from its ``model_index.json`` (a local folder's, or the Hub's as
-    ``from_pretrained`` would fetch it); a path that leads nowhere is refused here rather than after a Hub lookup."""
+def read_base(name_or_path: str) -> ModelSpec:
+    """The base pipeline's facts from its configs (a local folder's, or the Hub's as ``from_pretrained`` would fetch
+    them); a path that leads nowhere is refused here rather than after a Hub lookup."""
     from diffusers import DiffusionPipeline
-
-    from ..model_spec import has_component
 
     folder = Path(name_or_path)
     if folder.exists() and not (folder / "model_index.json").is_file():
@@ -226,13 +221,34 @@ def base_has_two_experts(name_or_path: str) -> bool:
             f"--pretrained_model_name_or_path {folder} is not a diffusers pipeline folder (no model_index.json)"
         )
     try:
-        index = DiffusionPipeline.load_config(name_or_path)
+        DiffusionPipeline.load_config(name_or_path)
     except OSError as error:  # load_config's answer for a missing folder, an unknown repo or no network
         reason = str(error).splitlines()[0]
         raise SettingRefused(
             f"--pretrained_model_name_or_path {name_or_path}: no such folder, and no Hub model to load ({reason})"
         ) from error
-    return has_component(index, "transformer_2")
+    try:
+        return load_model_spec(name_or_path)
+    except ValueError as error:  # a pipeline of no family we know, or a component's config missing
+        raise SettingRefused(str(error)) from error
+
+
+def check_video_size(args: argparse.Namespace, base: ModelSpec) -> None:
+    """Sizes the base's VAE and patches take as they are (its pipeline would round others, or fail)."""
+    multiple = math.lcm(*base.spatial_multiple)
+    for flag in ("height", "width"):
+        if getattr(args, flag) < multiple or getattr(args, flag) % multiple:
+            raise SettingRefused(
+                f"--{flag} must be a positive multiple of {multiple} (this {base.family.title} model's VAE and "
+                f"patches), got {getattr(args, flag)}"
+            )
+    if not base.takes_frames(args.num_frames):
+        step = base.vae_scale_factor_temporal
+        below = max(1, (args.num_frames - 1) // step * step + 1)
+        raise SettingRefused(
+            f"--num_frames must be {base.family.frame_rule(base)} for this {base.family.title} model's VAE "
+            f"(e.g. {below} or {below + step}), got {args.num_frames}"
+        )
 
 
 def _lora_names_in(folder: Path) -> list[str]:
@@ -249,7 +265,7 @@ def check_lora_folder(folder: Path) -> Path:
             f"--lora {folder}: no such folder ({hint}; for a LoRA on the Hub, `hf download ID --local-dir DIR` first)"
         )
     if not _lora_names_in(folder):
-        if any((folder / slot / "config.json").is_file() for slot in SLOTS):
+        if any((folder / slot / "config.json").is_file() for slot in EXPERT_SLOTS):
             raise SettingRefused(
                 f"--lora {folder} holds transformer/ (a full finetune or a pipeline), not a LoRA: a full finetune "
                 f"goes to --transformer {folder}"
@@ -263,14 +279,14 @@ def check_transformer_folder(folder: Path, two_experts: bool) -> list[str]:
     hint = "pass the --output_dir of train_wan.py or one of its checkpoint-N folders"
     if not folder.is_dir():
         raise SettingRefused(f"--transformer {folder}: no such folder ({hint})")
-    slots = [slot for slot in SLOTS if (folder / slot / "config.json").is_file()]
+    slots = [slot for slot in EXPERT_SLOTS if (folder / slot / "config.json").is_file()]
     if not slots:
         if _lora_names_in(folder):
             raise SettingRefused(
                 f"--transformer {folder} holds a LoRA ({LORA_WEIGHTS}), not a full finetune: "
                 f"pass it as --lora {folder}"
             )
-        if folder.name in SLOTS and (folder / "config.json").is_file():
+        if folder.name in EXPERT_SLOTS and (folder / "config.json").is_file():
             raise SettingRefused(f"--transformer takes the folder above {folder.name}/: --transformer {folder.parent}")
         raise SettingRefused(f"--transformer {folder} holds no transformer/config.json: {hint}")
     if "transformer_2" in slots and not two_experts:
@@ -311,7 +327,7 @@ def lora_files_to_load(folder: Path, expert: str | None, two_experts: bool) -> l
         return [LoraFile(LORA_WEIGHTS, "transformer")]
     record = recorded_expert(folder)
     recorded, source = record if record is not None else (None, None)
-    if expert is not None and recorded in EXPERT_SLOTS and expert != recorded:
+    if expert is not None and recorded in EXPERT_NAMES and expert != recorded:
         raise SettingRefused(
             f"--expert {expert}: the LoRA in {folder} was trained with --expert {recorded} ({source}); "
             f"pass --expert {recorded} or drop --expert"
@@ -377,19 +393,18 @@ def vsa_settings(args: argparse.Namespace) -> tuple[float | None, str, Path | No
     return None, "no --vsa_sparsity and no vsa_config.json", gates_folder
 
 
-def build_pipeline(args: argparse.Namespace) -> tuple[WanPipeline, dict]:
+def build_pipeline(args: argparse.Namespace) -> tuple[DiffusionPipeline, dict]:
     """The pipeline the flags describe (finetune, VSA, scheduler) on its device, and the arguments to call it with.
 
     The flags are checked first (``check_flags``): a refusal comes before any weight is read."""
-    from diffusers import WanPipeline, WanTransformer3DModel
-
     checked = check_flags(args)
-    dtype = DTYPES[args.dtype]
+    family, dtype = checked.base.family, DTYPES[args.dtype]
     components = {
-        slot: WanTransformer3DModel.from_pretrained(args.transformer, subfolder=slot, torch_dtype=dtype)
+        slot: family.transformer_from_folder(args.transformer, subfolder=slot, dtype=dtype)
         for slot in checked.transformer_slots
     }
-    pipe = WanPipeline.from_pretrained(args.pretrained_model_name_or_path, torch_dtype=dtype, **components)
+    pipeline_class = family.pipeline_class("t2v")
+    pipe = pipeline_class.from_pretrained(args.pretrained_model_name_or_path, torch_dtype=dtype, **components)
     sparsity, source, gates_folder = vsa_settings(args)
     if sparsity is None:
         print(f"dense attention ({source})")
@@ -437,7 +452,7 @@ def generate(args: argparse.Namespace) -> Path:
     """Sample one video with the pipeline of ``build_pipeline`` and write it as mp4."""
     pipe, call = build_pipeline(args)
     if args.dmd_timesteps:
-        torch.manual_seed(args.seed)  # the re-noising draws from the global generator: WanPipeline passes none
+        torch.manual_seed(args.seed)  # the re-noising draws from the global generator: the pipeline passes none
     generator = torch.Generator("cpu").manual_seed(args.seed)
     frames = pipe(**call, generator=generator, output_type="np").frames[0]
     if not np.isfinite(frames).all():  # NaN becomes 0 in the uint8 cast: an all-black video that looks written

@@ -1,22 +1,20 @@
-"""Write a trained Wan LoRA in the two formats people load.
+"""Write a trained LoRA in the two formats people load.
 
-Training adds a PEFT adapter to a diffusers ``WanTransformer3DModel``, so the adapter's keys use diffusers module
-names (``blocks.0.attn1.to_q``). Two files are written because no single one serves every user:
+Training adds a PEFT adapter to a diffusers transformer, so the adapter's keys use diffusers module names
+(``blocks.0.attn1.to_q``). Two files are written because no single one serves every user:
 
 * **diffusers format** (``transformer.blocks.0.attn1.to_q.lora_A.weight``, with the adapter's ``LoraConfig`` in
-  the safetensors header under ``lora_adapter_metadata``). ``WanPipeline.load_lora_weights`` rebuilds the exact
-  config from that header, so ``lora_alpha != r``, ``rank_pattern`` and ``alpha_pattern`` survive.
-* **ComfyUI / original Wan format** (``diffusion_model.blocks.0.self_attn.q.lora_A.weight`` plus a per-module
-  ``.alpha``). ComfyUI has no key map for diffusers Wan names, only for the original Wan checkpoint's names, so a
-  diffusers-format Wan LoRA silently does nothing there. diffusers reads this format too (through
-  ``_convert_non_diffusers_wan_lora_to_diffusers``), and the name map below is the exact inverse of that converter.
+  the safetensors header under ``lora_adapter_metadata``). The family pipeline's ``load_lora_weights`` rebuilds the
+  exact config from that header, so ``lora_alpha != r``, ``rank_pattern`` and ``alpha_pattern`` survive.
+* **ComfyUI / original format** (``diffusion_model.blocks.0.self_attn.q.lora_A.weight`` for Wan, plus a per-module
+  ``.alpha``). ComfyUI keys LoRAs by the original checkpoint's module names, which the family maps
+  (``ModelFamily.original_lora_key``); a diffusers-format LoRA silently does nothing there.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,55 +25,10 @@ from ..library_internals import lora_pattern_key
 if TYPE_CHECKING:
     from peft import LoraConfig
 
-COMFY_KEY_PREFIX = "diffusion_model."
+    from ..models.family import ModelFamily
+
 VSA_GATE_MODULE = "to_gate_compress"
-
-# Per transformer block: diffusers module name -> original Wan module name.
-_BLOCK_MODULES = {
-    "attn1.to_q": "self_attn.q",
-    "attn1.to_k": "self_attn.k",
-    "attn1.to_v": "self_attn.v",
-    "attn1.to_out.0": "self_attn.o",
-    "attn2.to_q": "cross_attn.q",
-    "attn2.to_k": "cross_attn.k",
-    "attn2.to_v": "cross_attn.v",
-    "attn2.to_out.0": "cross_attn.o",
-    "attn2.add_k_proj": "cross_attn.k_img",
-    "attn2.add_v_proj": "cross_attn.v_img",
-    "ffn.net.0.proj": "ffn.0",
-    "ffn.net.2": "ffn.2",
-}
-# Linear layers outside the blocks that diffusers' converter also maps.
-_NON_BLOCK_MODULES = {
-    "condition_embedder.text_embedder.linear_1": "text_embedding.0",
-    "condition_embedder.text_embedder.linear_2": "text_embedding.2",
-    "condition_embedder.time_embedder.linear_1": "time_embedding.0",
-    "condition_embedder.time_embedder.linear_2": "time_embedding.2",
-    "condition_embedder.time_proj": "time_projection.1",
-    "condition_embedder.image_embedder.ff.net.0.proj": "img_emb.proj.1",
-    "condition_embedder.image_embedder.ff.net.2": "img_emb.proj.3",
-    "proj_out": "head.head",
-}
-_BLOCK_NAME = re.compile(r"blocks\.(\d+)\.(.+)")
 _LORA_WEIGHT_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
-
-
-def diffusers_to_original_wan_key(name: str) -> str:
-    """Original Wan module name (``blocks.0.self_attn.q``) of a diffusers ``WanTransformer3DModel`` module name.
-
-    Raises ``ValueError`` for a module with no known original name: writing its weights under a guessed name
-    would give a file that ComfyUI loads while ignoring part of the LoRA.
-    """
-    match = _BLOCK_NAME.fullmatch(name)
-    if match and match.group(2) in _BLOCK_MODULES:
-        return f"blocks.{match.group(1)}.{_BLOCK_MODULES[match.group(2)]}"
-    if name in _NON_BLOCK_MODULES:
-        return _NON_BLOCK_MODULES[name]
-    raise ValueError(
-        f"LoRA module {name!r} has no known original Wan name, so it cannot be written in the ComfyUI format; "
-        f"adapt only the Linear layers of the attention (to_q, to_k, to_v, to_out.0, add_k_proj, add_v_proj), "
-        f"the feed-forward (ffn.net.0.proj, ffn.net.2) or one of {sorted(_NON_BLOCK_MODULES)}."
-    )
 
 
 def _lora_scale(lora_config: LoraConfig, module_name: str, rank: int) -> float:
@@ -85,17 +38,19 @@ def _lora_scale(lora_config: LoraConfig, module_name: str, rank: int) -> float:
     return alpha / math.sqrt(rank) if lora_config.use_rslora else alpha / rank
 
 
-def comfy_state_dict(peft_state_dict: dict[str, torch.Tensor], lora_config: LoraConfig) -> dict[str, torch.Tensor]:
-    """Convert ``get_peft_model_state_dict`` output to ComfyUI / original Wan keys.
+def comfy_state_dict(
+    peft_state_dict: dict[str, torch.Tensor], lora_config: LoraConfig, family: ModelFamily
+) -> dict[str, torch.Tensor]:
+    """Convert ``get_peft_model_state_dict`` output to the ComfyUI / original keys of ``family``.
 
-    Block modules get their ``lora_A`` / ``lora_B`` as trained plus an ``.alpha`` (0-dim float32) chosen so that
-    ``alpha / rank`` is PEFT's scale for that module (this covers ``alpha_pattern`` and rsLoRA). Modules outside
-    the blocks get no ``.alpha``: diffusers' converter reads alpha only for block modules and rejects a leftover
-    alpha key, so their scale is folded into ``lora_B`` instead; ComfyUI uses scale 1 without an alpha, so both
-    loaders see the same weights. Anything but ``lora_A`` / ``lora_B`` weights (DoRA magnitudes, LoRA biases)
-    raises ``ValueError`` rather than being dropped, except the VSA gate (``to_gate_compress``), which has no
-    place in an original Wan model and is left to the diffusers file. The tensors are copies: diffusers'
-    converter scales some of them in place, which must not reach the trained model's parameters.
+    Modules that carry an alpha in that format get their ``lora_A`` / ``lora_B`` as trained plus an ``.alpha``
+    (0-dim float32) chosen so that ``alpha / rank`` is PEFT's scale for that module (this covers ``alpha_pattern``
+    and rsLoRA). The others (for Wan, the modules outside the blocks: diffusers' converter reads alpha only for
+    block modules and rejects a leftover alpha key) get their scale folded into ``lora_B`` instead; ComfyUI uses
+    scale 1 without an alpha, so both loaders see the same weights. Anything but ``lora_A`` / ``lora_B`` weights
+    (DoRA magnitudes, LoRA biases) raises ``ValueError`` rather than being dropped, except the VSA gate
+    (``to_gate_compress``), which has no place in an original model and is left to the diffusers file. The tensors
+    are copies: diffusers' converter scales some of them in place, which must not reach the trained model's parameters.
     """
     modules: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in peft_state_dict.items():
@@ -113,16 +68,17 @@ def comfy_state_dict(peft_state_dict: dict[str, torch.Tensor], lora_config: Lora
             continue  # VSA's gate exists only in fastvideo-hf's VSA attention, which ComfyUI does not run
         if set(matrices) != {"lora_A", "lora_B"}:
             raise ValueError(f"LoRA module {module_name!r} has {sorted(matrices)} but needs both lora_A and lora_B.")
-        original = COMFY_KEY_PREFIX + diffusers_to_original_wan_key(module_name)
+        original_name, takes_alpha = family.original_lora_key(module_name)
+        original = family.comfy_key_prefix + original_name
         down, up = (matrices[matrix].detach().clone() for matrix in ("lora_A", "lora_B"))
         rank = down.shape[0]
         scale = _lora_scale(lora_config, module_name, rank)
         converted[f"{original}.lora_A.weight"] = down
-        if module_name in _NON_BLOCK_MODULES:
-            converted[f"{original}.lora_B.weight"] = up * scale
-        else:
+        if takes_alpha:
             converted[f"{original}.lora_B.weight"] = up
             converted[f"{original}.alpha"] = torch.tensor(scale * rank, dtype=torch.float32)
+        else:
+            converted[f"{original}.lora_B.weight"] = up * scale
     return converted
 
 
@@ -131,21 +87,22 @@ def _json_ready_config(lora_config: LoraConfig) -> dict:
     return {key: sorted(value) if isinstance(value, set) else value for key, value in lora_config.to_dict().items()}
 
 
-def save_wan_lora(
+def save_lora(
     output_dir: str | Path,
     transformer: torch.nn.Module,
+    family: ModelFamily,
     adapter_name: str = "default",
     weight_name: str = "pytorch_lora_weights.safetensors",
     comfy_weight_name: str = "pytorch_lora_weights_comfy.safetensors",
     lora_key_prefix: str = "transformer",
 ) -> tuple[Path, Path]:
-    """Write ``adapter_name`` of a PEFT-adapted Wan transformer in diffusers and ComfyUI format; returns both paths.
+    """Write ``adapter_name`` of a PEFT-adapted transformer of ``family`` in diffusers and ComfyUI format; returns
+    both paths.
 
     Call it on the main process with the unwrapped transformer. ``lora_key_prefix`` is the diffusers key prefix:
-    ``WanPipeline.load_lora_weights`` reads ``"transformer"`` (also for Wan2.2's second expert, with
+    the pipeline's ``load_lora_weights`` reads ``"transformer"`` (also for Wan2.2's second expert, with
     ``load_into_transformer_2=True``); another prefix is read with ``transformer.load_lora_adapter(dir, prefix=...)``.
     """
-    from diffusers import WanPipeline
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
@@ -154,11 +111,11 @@ def save_wan_lora(
         raise ValueError(f"The transformer has no LoRA adapter {adapter_name!r} (it has {sorted(peft_config)}).")
     lora_config = peft_config[adapter_name]
     state_dict = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
-    comfy = comfy_state_dict(state_dict, lora_config)
+    comfy = comfy_state_dict(state_dict, lora_config, family)
 
     output_dir = Path(output_dir)
-    # What WanPipeline.save_lora_weights does, with the prefix left to the caller instead of fixed to "transformer".
-    WanPipeline.write_lora_layers(
+    # What the pipeline's save_lora_weights does, with the prefix left to the caller instead of fixed to "transformer".
+    family.pipeline_class("t2v").write_lora_layers(
         state_dict={f"{lora_key_prefix}.{key}": value for key, value in state_dict.items()},
         save_directory=str(output_dir),
         is_main_process=True,
@@ -172,7 +129,7 @@ def save_wan_lora(
     comfy_path = output_dir / comfy_weight_name
     header = {
         "format": "pt",
-        "base_model_format": "wan",
+        "base_model_format": family.comfy_base_model_format,
         "lora_key_format": "comfyui",
         "lora_rank": str(lora_config.r),
         "lora_alpha": str(lora_config.lora_alpha),

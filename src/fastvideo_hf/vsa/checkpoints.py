@@ -1,8 +1,8 @@
 """VSA gate weights on disk: our key names, FastVideo's, reloading them and the ``vsa_config.json`` beside them.
 
-diffusers' ``WanTransformer3DModel`` has no gate, so ``enable_vsa`` hangs one on each self-attention and a finetune
+diffusers' video transformers have no gate, so ``enable_vsa`` hangs one on each self-attention and a finetune
 saved with ``save_pretrained`` holds ``blocks.{i}.attn1.to_gate_compress.{weight,bias}``. FastVideo's own Wan DiT
-keeps the gate on the block (``WanTransformerBlock_VSA.to_gate_compress`` in fastvideo/models/dits/wanvideo.py),
+keeps the gate on the block (its VSA block's ``to_gate_compress`` in fastvideo/models/dits/wanvideo.py),
 and no entry of its diffusers-name mapping covers it, so its diffusers-format checkpoints (the published
 FastWan / Wan-VSA models) hold ``blocks.{i}.to_gate_compress.{weight,bias}``. ``from_pretrained`` drops either
 naming as unexpected keys; ``load_vsa_gates`` reads both and ``rename_gate_keys`` converts between them.
@@ -96,7 +96,7 @@ def load_vsa_gates(transformer, folder: str | Path) -> int:
     Accepts our names and FastVideo's (one naming per folder) and logs which it found. ``from_pretrained`` drops
     the gates as unexpected keys, so a VSA finetune or a FastVideo VSA model folder is loaded as::
 
-        transformer = WanTransformer3DModel.from_pretrained(FOLDER, subfolder="transformer")
+        transformer = spec.family.transformer_from_folder(FOLDER, subfolder="transformer")
         enable_vsa(transformer, sparsity=0.9); load_vsa_gates(transformer, f"{FOLDER}/transformer")
     """
     if vsa_context(transformer) is None:

@@ -38,7 +38,7 @@ class TileLayout:
 
 @lru_cache(maxsize=32)
 def tile_layout(grid: tuple[int, int, int], device: torch.device | str = "cpu") -> TileLayout:
-    """The tiling of ``grid`` (token order t-major, as ``WanTransformer3DModel`` flattens its patches)."""
+    """The tiling of ``grid`` (token order t-major, as diffusers' video transformers flatten their patches)."""
     t, h, w = grid
     tiles = tuple(math.ceil(size / tile) for size, tile in zip(grid, TILE, strict=True))
     padded = tuple(count * tile for count, tile in zip(tiles, TILE, strict=True))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-SLOTS = ("transformer", "transformer_2")
+from ..family import EXPERT_SLOTS
 
 
 class WanExperts(nn.Module):
@@ -23,6 +23,11 @@ class WanExperts(nn.Module):
     @property
     def config(self):
         return self.transformer.config
+
+    @property
+    def experts_by_slot(self) -> dict[str, nn.Module]:
+        """Each expert by the pipeline slot it fills (what ``family.expert_modules`` reads)."""
+        return {slot: getattr(self, slot) for slot in EXPERT_SLOTS}
 
     def forward(
         self,
@@ -52,10 +57,3 @@ class WanExperts(nn.Module):
             rows.append(index)
         order = torch.argsort(torch.cat(rows))
         return (torch.cat(outputs)[order],)
-
-
-def expert_modules(model: nn.Module, slot: str = "transformer") -> dict[str, nn.Module]:
-    """The pipeline slots a trained model fills: both for ``WanExperts``, else ``{slot: model}``."""
-    if isinstance(model, WanExperts):
-        return {name: getattr(model, name) for name in SLOTS}
-    return {slot: model}

@@ -1,4 +1,4 @@
-"""The frozen encoders of preprocessing: Wan's UMT5 prompt encoder and its VAE.
+"""The frozen encoders of Wan preprocessing: the UMT5 prompt encoder, the VAE and the image conditioning.
 
 Both load through the normal diffusers / transformers ``from_pretrained`` path from a diffusers-format Wan
 folder or Hub id. The prompt encoder reproduces ``WanPipeline._get_t5_prompt_embeds`` step for step (same
@@ -8,25 +8,26 @@ what inference will feed the transformer; it returns each embedding trimmed to i
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
-from ..model_spec import WAN_MAX_SEQUENCE_LENGTH, has_component, model_index
+from ..family import has_component, model_index
 
 
 class WanPromptEncoder:
-    def __init__(self, tokenizer, text_encoder, max_sequence_length: int = WAN_MAX_SEQUENCE_LENGTH):
+    def __init__(self, tokenizer, text_encoder, max_sequence_length: int):
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.max_sequence_length = max_sequence_length
 
     @classmethod
     def from_pretrained(
-        cls, model: str, revision: str | None = None, device: str | torch.device = "cpu", dtype=torch.float32
+        cls,
+        model: str,
+        max_sequence_length: int,
+        revision: str | None = None,
+        device: str | torch.device = "cpu",
+        dtype=torch.float32,
     ) -> WanPromptEncoder:
         from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -34,7 +35,7 @@ class WanPromptEncoder:
         text_encoder = UMT5EncoderModel.from_pretrained(
             model, subfolder="text_encoder", revision=revision, dtype=dtype
         )
-        return cls(tokenizer, text_encoder.to(device))
+        return cls(tokenizer, text_encoder.to(device), max_sequence_length)
 
     def truncates(self, caption: str) -> bool:
         """Whether ``caption`` has more tokens than are encoded: the rest is cut, as ``WanPipeline`` cuts it."""
@@ -83,59 +84,6 @@ class WanVaeEncoder:
         return self.vae.encode(batch).latent_dist.mean[0]
 
 
-@dataclass
-class PipelineConfigs:
-    """The configs of a Wan pipeline's components: small files, read before any weight is loaded."""
-
-    index: dict[str, Any]
-    vae: dict[str, Any]
-    text_encoder: Any  # a transformers PretrainedConfig
-    patch_size: tuple[int, int, int]  # the transformer's (t, h, w) patch, (1, 1, 1) without a transformer
-
-    @property
-    def spatial_multiple(self) -> tuple[int, int]:
-        """What height and width must be multiples of: the VAE's downsampling times the transformer's patch."""
-        spatial = self.vae.get("scale_factor_spatial") or 8
-        return spatial * self.patch_size[1], spatial * self.patch_size[2]
-
-
-def load_pipeline_configs(model: str, revision: str | None = None) -> PipelineConfigs:
-    """The configs of ``model``, or a ``ValueError`` saying what to pass instead (missing folder, not a diffusers
-    pipeline, unknown or unreachable Hub id), so a wrong path fails in a second, not at the first clip."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import AutoConfig
-
-    try:
-        index = model_index(model, revision)
-        vae = dict(AutoencoderKLWan.load_config(model, subfolder="vae", revision=revision))
-        text_encoder = AutoConfig.from_pretrained(model, subfolder="text_encoder", revision=revision)
-        patch_size = (1, 1, 1)
-        if has_component(index, "transformer"):
-            transformer = WanTransformer3DModel.load_config(model, subfolder="transformer", revision=revision)
-            patch_size = tuple(transformer.get("patch_size") or (1, 2, 2))
-    except (OSError, ValueError) as error:  # diffusers/transformers raise OSError; a malformed Hub id ValueError
-        raise ValueError(_unloadable_model_message(model, error)) from error
-    return PipelineConfigs(index, vae, text_encoder, patch_size)
-
-
-def _unloadable_model_message(model: str, error: Exception) -> str:
-    reason = (str(error).splitlines() or [type(error).__name__])[0]
-    if os.path.isdir(model):
-        return (
-            f"{model} is not a diffusers-format Wan pipeline ({reason}): pass the folder written by "
-            "save_pretrained (model_index.json, vae/, text_encoder/, tokenizer/) or a Hub id"
-        )
-    if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") != 1:
-        return (
-            f"--pretrained_model_name_or_path {model}: no such folder; pass a diffusers-format Wan folder "
-            "or a Hub id such as Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
-        )
-    return (
-        f"cannot load the model {model!r} from the Hub ({reason}): check the id and --revision, "
-        "and run `hf auth login` for a gated or private model"
-    )
-
-
 class WanImageConditionEncoder:
     """The image conditioning of image-to-video, computed by diffusers' own ``WanImageToVideoPipeline`` code.
 
@@ -178,8 +126,9 @@ class WanImageConditionEncoder:
         return self.pipeline.image_encoder is not None
 
     @torch.no_grad()
-    def __call__(self, image, num_frames: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(first-frame latent ``[C, T', H', W']``, CLIP features ``[L, D]`` or None) of a PIL ``image``."""
+    def __call__(self, image, num_frames: int) -> dict[str, torch.Tensor | None]:
+        """The ``first_frame_latent`` ``[C, T', H', W']`` and ``clip_feature`` ``[L, D]`` (None without an image
+        encoder) of a PIL ``image``, by Parquet column."""
         pipeline = self.pipeline
         device = pipeline.vae.device
         pixels = pipeline.video_processor.preprocess(image, height=image.height, width=image.width)
@@ -198,4 +147,4 @@ class WanImageConditionEncoder:
         else:  # [mask (vae_scale_factor_temporal channels), latent]
             first_frame_latent = outputs[1][:, pipeline.vae_scale_factor_temporal :]
         clip_feature = pipeline.encode_image(image, device)[0] if self.has_image_encoder else None
-        return first_frame_latent[0], clip_feature
+        return {"first_frame_latent": first_frame_latent[0], "clip_feature": clip_feature}

@@ -1,4 +1,4 @@
-"""Build the transformer call of a training step the way Wan's pipelines build it at inference.
+"""The transformer call of a Wan training step, built the way Wan's pipelines build it at inference.
 
 - T2V: the noisy latents, one timestep per sample.
 - I2V (Wan2.1, Wan2.2 A14B): ``[noisy latents, mask, first-frame latent]`` on the channel axis, the mask being 1
@@ -10,30 +10,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from ..model_spec import WanModelSpec
-
-
-@dataclass
-class TransformerCall:
-    hidden_states: torch.Tensor
-    timestep: torch.Tensor
-    encoder_hidden_states: torch.Tensor
-    encoder_hidden_states_image: torch.Tensor | None = None
-    loss_mask: torch.Tensor | None = None  # [B, 1, T, H, W], 1 where the prediction is trained
-
-    def run(self, transformer, dtype: torch.dtype) -> torch.Tensor:
-        image = self.encoder_hidden_states_image
-        return transformer(
-            hidden_states=self.hidden_states.to(dtype),
-            timestep=self.timestep,
-            encoder_hidden_states=self.encoder_hidden_states.to(dtype),
-            encoder_hidden_states_image=None if image is None else image.to(dtype),
-            return_dict=False,
-        )[0]
+from ..family import ModelSpec, TransformerCall
 
 
 def first_frame_mask(latents: torch.Tensor, channels: int) -> torch.Tensor:
@@ -44,8 +23,8 @@ def first_frame_mask(latents: torch.Tensor, channels: int) -> torch.Tensor:
     return mask
 
 
-def build_transformer_call(
-    spec: WanModelSpec,
+def wan_transformer_call(
+    spec: ModelSpec,
     noisy_latents: torch.Tensor,
     timesteps: torch.Tensor,
     prompt_embeds: torch.Tensor,
@@ -71,4 +50,6 @@ def build_transformer_call(
         return TransformerCall(noisy_latents, timesteps, prompt_embeds)
     mask = first_frame_mask(noisy_latents, spec.vae_scale_factor_temporal)
     hidden_states = torch.cat([noisy_latents, mask, first_frame_latent.to(noisy_latents.dtype)], dim=1)
-    return TransformerCall(hidden_states, timesteps, prompt_embeds, encoder_hidden_states_image=clip_feature)
+    return TransformerCall(
+        hidden_states, timesteps, prompt_embeds, extra={"encoder_hidden_states_image": clip_feature}
+    )
