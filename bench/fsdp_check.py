@@ -17,20 +17,18 @@ say they ran as MULTI_CPU. Prints a markdown table and writes JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import harness
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
-FSDP_CONFIG = REPO / "examples" / "accelerate_configs" / "fsdp.yaml"
-DDP_CONFIG = REPO / "examples" / "accelerate_configs" / "ddp.yaml"
+FSDP_CONFIG = harness.REPO / "examples" / "accelerate_configs" / "fsdp.yaml"
+DDP_CONFIG = harness.REPO / "examples" / "accelerate_configs" / "ddp.yaml"
 WEIGHTS = {
     "train_wan.py": "transformer/diffusion_pytorch_model.safetensors",
     "train_wan_lora.py": "pytorch_lora_weights.safetensors",
@@ -60,7 +58,7 @@ def launch(script: str, model: Path, latents: Path, output: Path, num_processes:
         command += ["--config_file", str(FSDP_CONFIG if fsdp else DDP_CONFIG)]
     else:
         command += ["--num_machines", "1", "--dynamo_backend", "no"]
-    command += ["--mixed_precision", "no", str(REPO / "training_scripts" / script)]
+    command += ["--mixed_precision", "no", str(harness.REPO / "training_scripts" / script)]
     command += ["--pretrained_model_name_or_path", str(model), "--dataset_name", str(latents)]
     command += ["--output_dir", str(output), *STEPS, *extra]
     if script == "train_wan_lora.py":
@@ -111,31 +109,29 @@ def check(script: str, model: Path, latents: Path, work: Path, num_processes: in
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work_dir", default=str(REPO / "bench" / "results" / "fsdp_work"), help="Scratch folder.")
-    parser.add_argument("--output", default=str(REPO / "bench" / "results" / "fsdp_check.json"), help="JSON file.")
+    parser = harness.make_parser(__doc__, summary_only=True)
+    harness.add_work_dir(parser, "fsdp_work", "Scratch folder.")
+    harness.add_output_json(parser, "fsdp_check.json", "JSON file.", flag="--output")
     parser.add_argument("--num_processes", type=int, default=None, help="Processes (default: GPUs, at least 1).")
     parser.add_argument("--dry-run", action="store_true", help="On the CPU: FSDP rows run as MULTI_CPU.")
     args = parser.parse_args(argv)
     num_processes = args.num_processes or max(torch.cuda.device_count(), 1)
     if args.dry_run:
         num_processes = args.num_processes or 2
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    model, latents = prepare(work)
-    rows = [check(script, model, latents, work, num_processes) for script in WEIGHTS]
-    print("| script | processes | plain run | FSDP run | FSDP vs plain (max abs) | resumed vs FSDP | loads |")
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(
-            f"| {row['script']} | {row['num_processes']} | {row['plain_type']} | {row['fsdp_type']} | "
-            f"{row['fsdp_vs_plain']:.2e} | {row['resumed_vs_fsdp']:.2e} | {row['loads_in_diffusers']} |"
-        )
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    model, latents = prepare(args.work_dir)
+    rows = [check(script, model, latents, args.work_dir, num_processes) for script in WEIGHTS]
+    columns = ["script", "processes", "plain run", "FSDP run", "FSDP vs plain (max abs)", "resumed vs FSDP", "loads"]
+    cells = [
+        [row["script"], row["num_processes"], row["plain_type"], row["fsdp_type"], f"{row['fsdp_vs_plain']:.2e}"]
+        + [f"{row['resumed_vs_fsdp']:.2e}", row["loads_in_diffusers"]]
+        for row in rows
+    ]
+    print(harness.markdown_table(columns, cells, "lllllll"))
     engaged = all(row["fsdp_type"] == "FSDP" for row in rows)
     exact = all(row["fsdp_vs_plain"] <= 1e-5 and row["resumed_vs_fsdp"] <= 1e-5 for row in rows)
     print(f"FSDP engaged: {engaged}; equal to the plain run and resumed exactly (<= 1e-5): {exact}")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"rows": rows, "fsdp_engaged": engaged, "exact": exact}, indent=2))
+    harness.write_json(args.output, {"rows": rows, "fsdp_engaged": engaged, "exact": exact}, announce=False)
     return rows
 
 

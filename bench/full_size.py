@@ -39,10 +39,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness
+
 from fastvideo_hf.training.memory_plan import KNOWN_MODELS
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
 VENV_BIN = Path(sys.executable).parent
 GIB = 1024**3
 CAPTION = "A red circle moves from left to right over a black background."
@@ -123,7 +123,7 @@ def run_step(step: Step, log: Path) -> Step:
     print(f"[{time.strftime('%H:%M:%S')}] {step.name}: {' '.join(step.command)}", flush=True)
     with log.open("w") as output:
         started = time.perf_counter()
-        process = subprocess.Popen(step.command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(step.command, cwd=harness.REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
         step.seconds = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen, so it does not wait again
@@ -181,7 +181,7 @@ def read_training_log(step: Step, log: Path, lora: Path) -> None:
 
 
 def format_table(steps: list[Step]) -> str:
-    lines = ["| step | wall s | peak RSS GiB | details |", "|---|---:|---:|---|"]
+    rows = []
     for step in steps:
         details = []
         if "seconds" in step.details:
@@ -193,23 +193,19 @@ def format_table(steps: list[Step]) -> str:
             rate = step.details.get("seconds_per_step")
             details.append(f"{rate:.0f} s per optimizer step" if rate else "optimizer steps under a second")
             details.append(f"checkpoints {', '.join(step.details['checkpoints'])}")
-        lines.append(f"| {step.name} | {step.seconds:,.0f} | {step.peak_rss_gib:.2f} | {'; '.join(details)} |")
-    return "\n".join(lines)
+        rows.append([step.name, f"{step.seconds:,.0f}", f"{step.peak_rss_gib:.2f}", "; ".join(details)])
+    return harness.markdown_table(["step", "wall s", "peak RSS GiB", "details"], rows, "lrrl")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--work_dir",
-        type=Path,
-        default=BENCH_DIR / "results" / "full_size_work",
-        help="Folder for the pipeline, the video, the latents and the LoRA run (about 11 GB; rewritten).",
+    parser = harness.make_parser(__doc__)
+    harness.add_work_dir(
+        parser,
+        "full_size_work",
+        "Folder for the pipeline, the video, the latents and the LoRA run (about 11 GB; rewritten).",
     )
-    parser.add_argument(
-        "--output_json",
-        type=Path,
-        default=BENCH_DIR / "results" / "full_size.json",
-        help="Where to write the measurements (default bench/results/full_size.json).",
+    harness.add_output_json(
+        parser, "full_size.json", "Where to write the measurements (default bench/results/full_size.json)."
     )
     parser.add_argument("--frames", type=int, default=33, help="Frames of the 480x832 clip preprocessed in step 2.")
     parser.add_argument(
@@ -267,7 +263,7 @@ def main() -> int:
             "no",
             "--dynamo_backend",
             "no",
-            str(REPO / "training_scripts" / "train_wan_lora.py"),
+            str(harness.REPO / "training_scripts" / "train_wan_lora.py"),
             "--pretrained_model_name_or_path",
             str(model),
             "--dataset_name",
@@ -293,16 +289,14 @@ def main() -> int:
     )
     print(format_table(steps))
     report = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
+        "machine": harness.machine_record(),
         "settings": {key: str(value) for key, value in vars(args).items() if not key.startswith("_")},
         "transformer_config": TRANSFORMER_CONFIG,
         "text_encoder_config": TEXT_ENCODER_CONFIG,
         "steps": [asdict(step) for step in steps],
         "load_average_1min_at_end": os.getloadavg()[0],
     }
-    args.output_json.parent.mkdir(parents=True, exist_ok=True)
-    args.output_json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.output_json}")
+    harness.write_json(args.output_json, report)
     return 0
 
 

@@ -45,7 +45,6 @@ import io
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -61,12 +60,12 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the Hub: every model here is built from a config
 
+import harness
 import torch
 import torch.nn.functional as F
 
 from fastvideo_hf.training.memory_plan import KNOWN_MODELS
 
-BENCH_DIR = Path(__file__).resolve().parent
 GIB = 1024**3
 MEMORY_GOAL_BYTES = 24 * GIB  # a 24 GB card (RTX 4090, L4 class) holds 24 GiB
 FLEX_VS_KERNEL_GOAL = 1.5
@@ -218,22 +217,10 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def median_seconds(step: Callable[[], None], device: torch.device, repeats: int) -> float:
     """Median seconds of ``step`` over ``repeats`` calls after one warmup call (compiles, allocator)."""
     step()
-    samples = []
-    for _ in range(repeats):
-        synchronize(device)
-        started = time.perf_counter()
-        step()
-        synchronize(device)
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    return statistics.median(harness.seconds_per_call(step, device) for _ in range(repeats))
 
 
 def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -499,7 +486,7 @@ def measure_steps(check: Check, config: dict[str, Any], setup: StepSetup, steps:
         torch.cuda.reset_peak_memory_stats(check.device)
     seconds = []
     for step in range(steps):
-        synchronize(check.device)
+        harness.synchronize(check.device)
         started = time.perf_counter()
         with autocast:
             loss = compute_loss(
@@ -509,7 +496,7 @@ def measure_steps(check: Check, config: dict[str, Any], setup: StepSetup, steps:
         torch.nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad()
-        synchronize(check.device)
+        harness.synchronize(check.device)
         seconds.append(time.perf_counter() - started)
     row.seconds = seconds[-1]
     row.values.update(
@@ -767,7 +754,7 @@ def goals(rows: list[Row], check: Check) -> list[dict[str, Any]]:
             and row.values["sparsity"] == 0.875
         ]
         verdicts = [
-            {"case": row.case, "value": row.dense_ratio, "verdict": "PASS" if row.dense_ratio <= goal else "FAIL"}
+            {"case": row.case, "value": row.dense_ratio, "verdict": harness.verdict(row.dense_ratio <= goal)}
             for row in matching
             if row.dense_ratio is not None
         ]
@@ -779,9 +766,7 @@ def goals(rows: list[Row], check: Check) -> list[dict[str, Any]]:
         kernel = next((other for other in vsa if other.case == row.case.replace(" flex ", " kernel ")), None)
         if kernel is not None:
             ratio = row.seconds / kernel.seconds
-            pairs.append(
-                {"case": row.case, "value": ratio, "verdict": "PASS" if ratio <= FLEX_VS_KERNEL_GOAL else "FAIL"}
-            )
+            pairs.append({"case": row.case, "value": ratio, "verdict": harness.verdict(ratio <= FLEX_VS_KERNEL_GOAL)})
     results.append(
         {
             "goal": f"flex within {FLEX_VS_KERNEL_GOAL}x of the kernel",
@@ -795,7 +780,7 @@ def goals(rows: list[Row], check: Check) -> list[dict[str, Any]]:
     )
     memory = [row for row in rows if row.part == "d" and row.peak_gib is not None]
     verdicts = [
-        {"case": row.case, "value": row.peak_gib, "verdict": "PASS" if row.values["fits_24gib"] else "FAIL"}
+        {"case": row.case, "value": row.peak_gib, "verdict": harness.verdict(row.values["fits_24gib"])}
         for row in memory
     ]
     results.append(
@@ -813,19 +798,13 @@ def number(value: float | None, digits: int) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    lines = ["| part | case | status | time s | x dense | peak GiB | notes |", "|---|---|---|---:|---:|---:|---|"]
-    for row in rows:
-        cells = (
-            row.part,
-            row.case,
-            row.status,
-            number(row.seconds, 4),
-            number(row.dense_ratio, 3),
-            number(row.peak_gib, 2),
-            row.notes,
-        )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    columns = ["part", "case", "status", "time s", "x dense", "peak GiB", "notes"]
+    cells = [
+        [row.part, row.case, row.status, number(row.seconds, 4), number(row.dense_ratio, 3), number(row.peak_gib, 2)]
+        + [row.notes]
+        for row in rows
+    ]
+    return harness.markdown_table(columns, cells, "lllrrrl")
 
 
 def format_goals(results: list[dict[str, Any]]) -> str:
@@ -837,16 +816,13 @@ def format_goals(results: list[dict[str, Any]]) -> str:
 
 
 def machine(check: Check) -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "gpu": torch.cuda.get_device_name(check.device) if check.cuda else None,
-        "gpu_memory_gib": torch.cuda.get_device_properties(check.device).total_memory / GIB if check.cuda else None,
-        "cpu_count": os.cpu_count(),
-        "kernel": check.kernel_status,
-    }
+    return harness.machine_record(
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        gpu=torch.cuda.get_device_name(check.device) if check.cuda else None,
+        gpu_memory_gib=torch.cuda.get_device_properties(check.device).total_memory / GIB if check.cuda else None,
+        kernel=check.kernel_status,
+    )
 
 
 @contextmanager
@@ -858,14 +834,14 @@ def timed_part(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.make_parser(__doc__)
     parser.add_argument(
         "--dry-run", action="store_true", help="Tiny sizes on the CPU: the same code, in under a minute."
     )
     parser.add_argument(
         "--output",
         type=Path,
-        default=BENCH_DIR / "results" / "gpu_check",
+        default=harness.RESULTS / "gpu_check",
         help="Folder for gpu_check.json and the work files of (b)-(d) (default bench/results/gpu_check).",
     )
     parser.add_argument("--parts", default="abcd", help="Which parts to run, e.g. ad (default abcd).")
@@ -895,7 +871,7 @@ def write_report(check: Check, rows: list[Row], timings: dict[str, float], outpu
         "goals": results,
         "total_seconds": sum(timings.values()),
     }
-    output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    harness.write_json(output, report, announce=False)
     return results
 
 

@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -70,7 +69,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
+import harness
+
 RSS_GOAL = 1.10  # median peak RSS of 4N videos may exceed that of N videos by at most 10%
 GROWTH_FROM_VIDEO = 8  # the growth check starts after this many videos of the 4N run (allocator warmed up)
 GROWTH_GOAL_MIB = 64.0  # RSS after the last video of the 4N run minus after video GROWTH_FROM_VIDEO, median
@@ -265,6 +265,16 @@ def rss_growth_mib(run: dict[str, Any]) -> float:
     return trace[-1] - trace[GROWTH_FROM_VIDEO - 1]
 
 
+def count_ratios(
+    runs: list[dict[str, Any]], counts: list[int], key: str
+) -> tuple[dict[int, float], float, list[float]]:
+    """For the runs' ``key``: its median per count, the median at 4N over the median at N (what a goal is read
+    against), and the same ratio within each repeat (the runs alternate N, 4N), which shows how much it scatters."""
+    medians = {count: statistics.median(run[key] for run in runs if run["num_videos"] == count) for count in counts}
+    pairs = zip(runs[::2], runs[1::2], strict=True)
+    return medians, medians[counts[1]] / medians[counts[0]], [large[key] / small[key] for small, large in pairs]
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the repeats of one count (and the spread of its peak RSS)."""
     peaks = [run["peak_rss_mib"] for run in runs]
@@ -287,48 +297,45 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def format_summary_table(summaries: list[dict[str, Any]]) -> str:
-    header = (
-        "| videos | runs | rows | wall s | videos/s | s/video | decode | text encode | VAE encode | write | other "
-        "| load s | peak RSS MiB (min–max) |"
-    )
-    lines = [header, "|" + "---:|" * (header.count("|") - 1)]
+    columns = ["videos", "runs", "rows", "wall s", "videos/s", "s/video", "decode", "text encode", "VAE encode"]
+    columns += ["write", "other", "load s", "peak RSS MiB (min–max)"]
+    rows = []
     for summary in summaries:
         wall = summary["wall_seconds"]
-        cells = [
-            str(summary["num_videos"]),
-            str(summary["repeats"]),
-            str(summary["rows"]),
-            f"{wall:.2f}",
-            f"{summary['videos_per_second']:.2f}",
-            f"{summary['median_encode_seconds']:.3f}",
-            *(f"{seconds:.2f} s ({100 * seconds / wall:.0f}%)" for seconds in summary["seconds"].values()),
-            f"{summary['load_seconds']:.2f}",
-            f"{summary['peak_rss_mib']:.0f} ({summary['peak_rss_min_mib']:.0f}–{summary['peak_rss_max_mib']:.0f})",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        low, high = summary["peak_rss_min_mib"], summary["peak_rss_max_mib"]
+        rows.append(
+            [
+                summary["num_videos"],
+                summary["repeats"],
+                summary["rows"],
+                f"{wall:.2f}",
+                f"{summary['videos_per_second']:.2f}",
+                f"{summary['median_encode_seconds']:.3f}",
+                *(f"{seconds:.2f} s ({100 * seconds / wall:.0f}%)" for seconds in summary["seconds"].values()),
+                f"{summary['load_seconds']:.2f}",
+                f"{summary['peak_rss_mib']:.0f} ({low:.0f}–{high:.0f})",
+            ]
+        )
+    return harness.markdown_table(columns, rows, "r" * len(columns))
 
 
 def format_runs_table(runs: list[dict[str, Any]], large: int) -> str:
-    header = (
-        "| order | repeat | videos | wall s | videos/s | peak RSS MiB | RSS after 1st → last video MiB "
-        f"| growth after video {GROWTH_FROM_VIDEO} MiB |"
-    )
-    lines = [header, "|" + "---:|" * (header.count("|") - 1)]
-    for order, run in enumerate(runs, start=1):
-        trace = run["rss_after_video_mib"]
-        cells = [
-            str(order),
-            str(run["repeat"] + 1),
-            str(run["num_videos"]),
+    columns = ["order", "repeat", "videos", "wall s", "videos/s", "peak RSS MiB", "RSS after 1st → last video MiB"]
+    columns.append(f"growth after video {GROWTH_FROM_VIDEO} MiB")
+    rows = [
+        [
+            order,
+            run["repeat"] + 1,
+            run["num_videos"],
             f"{run['wall_seconds']:.2f}",
             f"{run['videos_per_second']:.2f}",
             f"{run['peak_rss_mib']:.0f}",
-            f"{trace[0]:.0f} → {trace[-1]:.0f}",
+            f"{run['rss_after_video_mib'][0]:.0f} → {run['rss_after_video_mib'][-1]:.0f}",
             f"{rss_growth_mib(run):+.0f}" if run["num_videos"] == large else "-",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        for order, run in enumerate(runs, start=1)
+    ]
+    return harness.markdown_table(columns, rows, "r" * len(columns))
 
 
 def listing_dir(work_dir: Path, num_rows: int) -> Path:
@@ -419,39 +426,38 @@ def listing_main(args: argparse.Namespace) -> int:
         command += ["--listing_rows", str(args.listing_rows), "--samples_per_file", str(args.samples_per_file)]
         completed = subprocess.run(command, check=True, capture_output=True, text=True)
         run = json.loads(completed.stdout.strip().splitlines()[-1])
-        run["verdict"] = (
-            "PASS"
-            if run["seconds"]["total"] < LISTING_SECONDS_GOAL and run["peak_rss_mib"] < LISTING_RSS_GOAL_MIB
-            else "FAIL"
+        run["verdict"] = harness.verdict(
+            run["seconds"]["total"] < LISTING_SECONDS_GOAL and run["peak_rss_mib"] < LISTING_RSS_GOAL_MIB
         )
         runs.append(run)
     print(
         f"## listing benchmark ({args.listing_rows:,} inputs, {args.samples_per_file} per chunk, "
         f"{os.cpu_count()} CPUs; goal < {LISTING_SECONDS_GOAL:.0f} s and < {LISTING_RSS_GOAL_MIB:.0f} MiB)\n"
     )
-    print(
-        "| source | open + plan s | count + digest s | first + last chunk s | total s | peak RSS MiB | "
-        "RSS before MiB | verdict |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
-    for run in runs:
-        sec = run["seconds"]
-        print(
-            f"| {run['kind']} | {sec['open_and_plan']:.2f} | {sec['count_and_digest']:.2f} | "
-            f"{sec['first_and_last_chunk']:.3f} | {sec['total']:.2f} | {run['peak_rss_mib']:.0f} | "
-            f"{run['rss_before_mib']:.0f} | {run['verdict']} |"
-        )
+    columns = ["source", "open + plan s", "count + digest s", "first + last chunk s", "total s", "peak RSS MiB"]
+    columns += ["RSS before MiB", "verdict"]
+    rows = [
+        [
+            run["kind"],
+            f"{run['seconds']['open_and_plan']:.2f}",
+            f"{run['seconds']['count_and_digest']:.2f}",
+            f"{run['seconds']['first_and_last_chunk']:.3f}",
+            f"{run['seconds']['total']:.2f}",
+            f"{run['peak_rss_mib']:.0f}",
+            f"{run['rss_before_mib']:.0f}",
+            run["verdict"],
+        ]
+        for run in runs
+    ]
+    print(harness.markdown_table(columns, rows, "lrrrrrrl"))
     print(f"\n(synthetic inputs made in {prepare_seconds:.1f} s; reused on later runs)")
     report = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
+        "machine": harness.machine_record(),
         "settings": {"listing_rows": args.listing_rows, "samples_per_file": args.samples_per_file},
         "goals": {"seconds": LISTING_SECONDS_GOAL, "peak_rss_mib": LISTING_RSS_GOAL_MIB},
         "runs": runs,
     }
-    output = args.output_json.with_name("preprocess_listing.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {output}")
+    harness.write_json(args.output_json.with_name("preprocess_listing.json"), report)
     return 0 if all(run["verdict"] == "PASS" for run in runs) else 1
 
 
@@ -471,34 +477,32 @@ def overlap_main(args: argparse.Namespace) -> int:
     encode = seconds["text_encode"] + seconds["vae_encode"] + seconds["write"]
     wall = workers["wall_seconds"]
     ratio = wall / max(decode, encode)
-    verdict = "PASS" if ratio <= OVERLAP_GOAL else "FAIL"
+    outcome = harness.verdict(ratio <= OVERLAP_GOAL)
     size = f"{args.num_frames}x{args.height}x{args.width} at {args.fps:g} fps"
     source = f"{args.overlap_source} sources" if args.overlap_source else "demo sources"
     print(f"## decode ahead of the encoders ({args.num_videos} {source} -> {size}, tiny Wan, encoders on 1 thread)\n")
-    print("| run | wall s | decode s | encode s | main waited on decode s |")
-    print("|---|---:|---:|---:|---:|")
+    rows = []
     for name, run in (("--num_workers 0 (in-process)", in_process), ("--num_workers 1", workers)):
         run_seconds = run["seconds"]
         run_encode = run_seconds["text_encode"] + run_seconds["vae_encode"] + run_seconds["write"]
         waited = run["decode_wait_seconds"] if run is workers else run_seconds["decode"]
-        wall_seconds, decode_seconds = run["wall_seconds"], run_seconds["decode"]
-        print(f"| {name} | {wall_seconds:.2f} | {decode_seconds:.2f} | {run_encode:.2f} | {waited:.2f} |")
+        seconds_cells = (run["wall_seconds"], run_seconds["decode"], run_encode, waited)
+        rows.append([name, *(f"{value:.2f}" for value in seconds_cells)])
+    columns = ["run", "wall s", "decode s", "encode s", "main waited on decode s"]
+    print(harness.markdown_table(columns, rows, "lrrrr"))
     print(
         f"\nwall with 1 worker {wall:.2f} s; in-process decode + encode {decode + encode:.2f} s "
         f"(wall / that = {wall / (decode + encode):.3f}); encode alone {encode:.2f} s (wall / that = "
-        f"{wall / encode:.3f}); wall / max(decode, encode) = {ratio:.3f} -> {verdict} (goal <= {OVERLAP_GOAL:.2f})"
+        f"{wall / encode:.3f}); wall / max(decode, encode) = {ratio:.3f} -> {outcome} (goal <= {OVERLAP_GOAL:.2f})"
     )
     report = {
         "source": args.overlap_source or "demo",
         "in_process": in_process,
         "workers": workers,
         "ratio": ratio,
-        "verdict": verdict,
+        "verdict": outcome,
     }
-    output = args.output_json.with_name("preprocess_overlap.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {output}")
+    harness.write_json(args.output_json.with_name("preprocess_overlap.json"), report)
     return 0
 
 
@@ -510,25 +514,29 @@ def workers_rss_main(args: argparse.Namespace) -> int:
     prepare_inputs(args.work_dir, counts)
     args.num_workers = args.workers
     runs = [measure(args, num_videos, repeat) for repeat in range(args.repeats) for num_videos in counts]
-    peaks = {count: [run["tree_peak_rss_mib"] for run in runs if run["num_videos"] == count] for count in counts}
-    medians = {count: statistics.median(values) for count, values in peaks.items()}
-    ratio = medians[counts[1]] / medians[counts[0]]
-    pairs = zip(runs[::2], runs[1::2], strict=True)  # (N, 4N) of each repeat
-    repeat_ratios = [large["tree_peak_rss_mib"] / small["tree_peak_rss_mib"] for small, large in pairs]
-    verdict = "PASS" if ratio <= RSS_GOAL else "FAIL"
+    medians, ratio, repeat_ratios = count_ratios(runs, counts, "tree_peak_rss_mib")
+    outcome = harness.verdict(ratio <= RSS_GOAL)
     size = f"{args.num_frames}x{args.height}x{args.width} at {args.fps:g} fps"
     print(f"## peak RSS with {args.workers} decode workers ({size}, tiny Wan, {os.cpu_count()} CPUs)\n")
-    print("| order | repeat | videos | wall s | processes | tree peak RSS MiB | largest MiB | main VmHWM MiB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for order, run in enumerate(runs, start=1):
-        print(
-            f"| {order} | {run['repeat'] + 1} | {run['num_videos']} | {run['wall_seconds']:.2f} | "
-            f"{run['tree_max_processes']} | {run['tree_peak_rss_mib']:.0f} | "
-            f"{run['tree_largest_process_peak_rss_mib']:.0f} | {run['peak_rss_mib']:.0f} |"
-        )
+    columns = ["order", "repeat", "videos", "wall s", "processes", "tree peak RSS MiB", "largest MiB"]
+    columns.append("main VmHWM MiB")
+    rows = [
+        [
+            order,
+            run["repeat"] + 1,
+            run["num_videos"],
+            f"{run['wall_seconds']:.2f}",
+            run["tree_max_processes"],
+            f"{run['tree_peak_rss_mib']:.0f}",
+            f"{run['tree_largest_process_peak_rss_mib']:.0f}",
+            f"{run['peak_rss_mib']:.0f}",
+        ]
+        for order, run in enumerate(runs, start=1)
+    ]
+    print(harness.markdown_table(columns, rows, "r" * len(columns)))
     print(
         f"\nmedian tree peak RSS: {counts[0]} videos {medians[counts[0]]:.0f} MiB, {counts[1]} videos "
-        f"{medians[counts[1]]:.0f} MiB; {counts[1]} / {counts[0]} = {ratio:.3f} -> {verdict} (goal <= {RSS_GOAL:.2f}; "
+        f"{medians[counts[1]]:.0f} MiB; {counts[1]} / {counts[0]} = {ratio:.3f} -> {outcome} (goal <= {RSS_GOAL:.2f}; "
         "per-repeat ratios " + ", ".join(f"{value:.3f}" for value in repeat_ratios) + ")"
     )
     report = {
@@ -538,13 +546,10 @@ def workers_rss_main(args: argparse.Namespace) -> int:
         "ratio": ratio,
         "ratio_per_repeat": repeat_ratios,
         "goal": RSS_GOAL,
-        "verdict": verdict,
+        "verdict": outcome,
     }
-    output = args.output_json.with_name("preprocess_workers_rss.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {output}")
-    return 0 if verdict == "PASS" else 1
+    harness.write_json(args.output_json.with_name("preprocess_workers_rss.json"), report)
+    return 0 if outcome == "PASS" else 1
 
 
 def write_long_video(path: Path, seconds: float, fps: int, keyint: int, height: int, width: int) -> Path:
@@ -643,28 +648,24 @@ def seek_main(args: argparse.Namespace) -> int:
         f"every {args.seek_keyint} frames; chunk clips of {args.num_frames} frames at {args.fps:g} fps: "
         f"{len(starts)} clips, the last from {starts[-1]:.2f} s)\n"
     )
-    print(
-        "| backend | last clip: from frame 0 s | from its keyframe s | speed-up | same bytes | all clips: from "
-        "frame 0 s | from their keyframes s | speed-up |"
-    )
-    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    rows = []
     for result in results:
         before, after = result["last_clip_seconds_before"], result["last_clip_seconds_after"]
         all_before, all_after = result["all_clips_seconds_before"], result["all_clips_seconds_after"]
-        print(
-            f"| {result['backend']} | {before:.3f} | {after:.3f} | {before / after:.1f}x | {result['same_bytes']} | "
-            f"{all_before:.2f} | {all_after:.2f} | {all_before / all_after:.1f}x |"
+        rows.append(
+            [result["backend"], f"{before:.3f}", f"{after:.3f}", f"{before / after:.1f}x", result["same_bytes"]]
+            + [f"{all_before:.2f}", f"{all_after:.2f}", f"{all_before / all_after:.1f}x"]
         )
-    output = args.output_json.with_name("preprocess_seek.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["backend", "last clip: from frame 0 s", "from its keyframe s", "speed-up", "same bytes"]
+    columns += ["all clips: from frame 0 s", "from their keyframes s", "speed-up"]
+    print(harness.markdown_table(columns, rows, "lrrrlrrr"))
     settings = {"seconds": args.seek_seconds, "keyint": args.seek_keyint, "size": args.seek_size, "clips": len(starts)}
-    output.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
-    print(f"\nwritten to {output}")
+    harness.write_json(args.output_json.with_name("preprocess_seek.json"), {"settings": settings, "results": results})
     return 0 if all(result["same_bytes"] for result in results) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.make_parser(__doc__)
     parser.add_argument(
         "--num_videos",
         type=int,
@@ -674,17 +675,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeats", type=int, default=3, help="Runs per count, interleaved N, 4N, N, 4N, ...; medians are reported."
     )
-    parser.add_argument(
-        "--work_dir",
-        type=Path,
-        default=BENCH_DIR / "results" / "preprocess_work",
-        help="Folder for the tiny model, the demo videos and the latents (its subfolders are rewritten).",
+    harness.add_work_dir(
+        parser,
+        "preprocess_work",
+        "Folder for the tiny model, the demo videos and the latents (its subfolders are rewritten).",
     )
-    parser.add_argument(
-        "--output_json",
-        type=Path,
-        default=BENCH_DIR / "results" / "preprocess.json",
-        help="Where to write the machine, the settings, every run's measurements and the summaries.",
+    harness.add_output_json(
+        parser,
+        "preprocess.json",
+        "Where to write the machine, the settings, every run's measurements and the summaries.",
     )
     parser.add_argument("--height", type=int, default=128, help="Frame height after resize (multiple of 16).")
     parser.add_argument("--width", type=int, default=192, help="Frame width after resize (multiple of 16).")
@@ -758,13 +757,11 @@ def main() -> int:
     prepare_inputs(args.work_dir, counts)
     runs = [measure(args, num_videos, repeat) for repeat in range(args.repeats) for num_videos in counts]
     small, large = (summarize([run for run in runs if run["num_videos"] == count]) for count in counts)
-    rss_ratio = large["peak_rss_mib"] / small["peak_rss_mib"]
-    rss_verdict = "PASS" if rss_ratio <= RSS_GOAL else "FAIL"
-    pairs = zip(runs[::2], runs[1::2], strict=True)  # (N, 4N) of each repeat
-    repeat_ratios = [large_run["peak_rss_mib"] / small_run["peak_rss_mib"] for small_run, large_run in pairs]
+    _, rss_ratio, repeat_ratios = count_ratios(runs, counts, "peak_rss_mib")
+    rss_verdict = harness.verdict(rss_ratio <= RSS_GOAL)
     growths = [rss_growth_mib(run) for run in runs if run["num_videos"] == counts[1]]
     growth = statistics.median(growths)
-    growth_verdict = "PASS" if growth <= GROWTH_GOAL_MIB else "FAIL"
+    growth_verdict = harness.verdict(growth <= GROWTH_GOAL_MIB)
     speed_ratio = large["videos_per_second"] / small["videos_per_second"]
     median_ratio = small["median_encode_seconds"] / large["median_encode_seconds"]
     total_seconds = time.perf_counter() - started
@@ -789,13 +786,7 @@ def main() -> int:
     print(f"total benchmark time: {total_seconds:.0f} s")
 
     report = {
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-        },
+        "machine": harness.machine_record(**harness.torch_record()),
         "settings": {
             "num_videos": args.num_videos,
             "repeats": args.repeats,
@@ -815,9 +806,7 @@ def main() -> int:
         "median_videos_per_second_ratio": median_ratio,
         "total_seconds": total_seconds,
     }
-    args.output_json.parent.mkdir(parents=True, exist_ok=True)
-    args.output_json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.output_json}")
+    harness.write_json(args.output_json, report)
     return 0
 
 

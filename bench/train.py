@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
-import platform
 import pstats
 import shutil
 import statistics
@@ -61,6 +59,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -72,7 +71,6 @@ from fastvideo_hf.training.flow_matching import FlowMatchingConfig
 from fastvideo_hf.training.latent_dataset import LatentDataset, SameShapeBatchSampler, collate_latents
 from fastvideo_hf.training.stages import StepInputs, compute_loss
 
-BENCH_DIR = Path(__file__).resolve().parent
 DATA_WAIT_GOAL = 0.05  # data wait may take at most 5% of a training step
 THROUGHPUT_GOAL = 0.8  # LatentDataset must read at least 80% as many samples/s as a bare pyarrow read
 TENSORS = ("vae_latent", "text_embedding")
@@ -283,48 +281,44 @@ def sample_kib(dataset: LatentDataset) -> float:
 
 
 def format_steps_table(steps: dict[int, dict[str, Any]], args: argparse.Namespace) -> str:
-    header = (
-        "| num_workers | data wait ms (mean, max) | forward ms | backward ms | optimizer ms | step ms "
-        f"| data wait % (goal < {100 * DATA_WAIT_GOAL:.0f}%) | data wait ms/sample "
-        f"| implied % at {args.reference_step_seconds:g} s/step |"
-    )
-    lines = [header, "|" + "---:|" * (header.count("|") - 1)]
+    columns = ["num_workers", "data wait ms (mean, max)", "forward ms", "backward ms", "optimizer ms", "step ms"]
+    columns += [f"data wait % (goal < {100 * DATA_WAIT_GOAL:.0f}%)", "data wait ms/sample"]
+    columns.append(f"implied % at {args.reference_step_seconds:g} s/step")
+    rows = []
     for num_workers, summary in steps.items():
         median = summary["median_seconds"]
         fraction = summary["data_wait_fraction"]
         implied = summary["implied_fraction_at_reference"]
-        cells = [
-            str(num_workers),
-            f"{1000 * median['data_wait']:.2f} ({1000 * summary['mean_data_wait_seconds']:.2f}, "
-            f"{1000 * summary['max_data_wait_seconds']:.1f})",
-            *(f"{1000 * median[part]:.1f}" for part in PARTS[1:]),
-            f"{1000 * summary['median_step_seconds']:.1f}",
-            f"{100 * fraction:.1f}% {'PASS' if fraction < DATA_WAIT_GOAL else 'FAIL'}",
-            f"{summary['data_wait_ms_per_sample']:.2f}",
-            f"{100 * implied:.3f}% {'PASS' if implied < DATA_WAIT_GOAL else 'FAIL'}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(
+            [
+                num_workers,
+                f"{1000 * median['data_wait']:.2f} ({1000 * summary['mean_data_wait_seconds']:.2f}, "
+                f"{1000 * summary['max_data_wait_seconds']:.1f})",
+                *(f"{1000 * median[part]:.1f}" for part in PARTS[1:]),
+                f"{1000 * summary['median_step_seconds']:.1f}",
+                f"{100 * fraction:.1f}% {harness.verdict(fraction < DATA_WAIT_GOAL)}",
+                f"{summary['data_wait_ms_per_sample']:.2f}",
+                f"{100 * implied:.3f}% {harness.verdict(implied < DATA_WAIT_GOAL)}",
+            ]
+        )
+    return harness.markdown_table(columns, rows, "r" * len(columns))
 
 
 def format_readers_table(rates: dict[str, list[float]]) -> str:
     ratios = reader_ratios(rates)
-    lines = [
-        f"| reader | samples/s (median) | min–max | ms/sample | ours / bare read (goal >= {THROUGHPUT_GOAL}) "
-        "| ours / bare in memory |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    columns = ["reader", "samples/s (median)", "min–max", "ms/sample"]
+    columns += [f"ours / bare read (goal >= {THROUGHPUT_GOAL})", "ours / bare in memory"]
+    rows = []
     for name, values in rates.items():
         median = statistics.median(values)
         ratio, strict = "-", "-"
         if name in OURS:
-            ratio = f"{ratios[name][BARE]:.2f} {'PASS' if ratios[name][BARE] >= THROUGHPUT_GOAL else 'FAIL'}"
+            ratio = f"{ratios[name][BARE]:.2f} {harness.verdict(ratios[name][BARE] >= THROUGHPUT_GOAL)}"
             strict = f"{ratios[name][BARE_IN_MEMORY]:.2f}"
-        lines.append(
-            f"| {name} | {median:.0f} | {min(values):.0f}–{max(values):.0f} | {1000 / median:.3f} | {ratio} "
-            f"| {strict} |"
+        rows.append(
+            [name, f"{median:.0f}", f"{min(values):.0f}–{max(values):.0f}", f"{1000 / median:.3f}", ratio, strict]
         )
-    return "\n".join(lines)
+    return harness.markdown_table(columns, rows, "lrrrrr")
 
 
 # -- (d) our step against a bare loop --------------------------------------------------------------------------
@@ -472,25 +466,25 @@ def overhead_summary(seconds: dict[str, dict[str, list[float]]]) -> dict[str, di
 
 
 def format_overhead_table(summary: dict[str, dict[str, float]]) -> str:
-    lines = [
-        "| option | ours CPU ms | of which clipping ms | bare loop CPU ms "
-        f"| ours / bare, CPU time (goal <= {OVERHEAD_GOAL}) | ours / bare, wall time |",
-        "|---|---:|---:|---:|---:|---:|",
+    columns = ["option", "ours CPU ms", "of which clipping ms", "bare loop CPU ms"]
+    columns += [f"ours / bare, CPU time (goal <= {OVERHEAD_GOAL})", "ours / bare, wall time"]
+    rows = [
+        [
+            name,
+            f"{1000 * values['ours_median_cpu_seconds']:.1f}",
+            f"{1000 * values['ours_clipping_median_seconds']:.1f}",
+            f"{1000 * values['bare_median_cpu_seconds']:.1f}",
+            f"{values['ratio']:.3f} {harness.verdict(values['ratio'] <= OVERHEAD_GOAL)}",
+            f"{values['wall_ratio']:.3f}",
+        ]
+        for name, values in summary.items()
     ]
-    for name, values in summary.items():
-        verdict = "PASS" if values["ratio"] <= OVERHEAD_GOAL else "FAIL"
-        lines.append(
-            f"| {name} | {1000 * values['ours_median_cpu_seconds']:.1f} "
-            f"| {1000 * values['ours_clipping_median_seconds']:.1f} "
-            f"| {1000 * values['bare_median_cpu_seconds']:.1f} | {values['ratio']:.3f} {verdict} "
-            f"| {values['wall_ratio']:.3f} |"
-        )
-    lines.append(f"| {CONTEXT_PARALLEL_ROW} | - | - | - | - | - |")
-    return "\n".join(lines)
+    rows.append([CONTEXT_PARALLEL_ROW, "-", "-", "-", "-", "-"])
+    return harness.markdown_table(columns, rows, "lrrrrr")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.make_parser(__doc__)
     parser.add_argument("--num_videos", type=int, default=24, help="Demo videos in the tiny latent dataset.")
     parser.add_argument("--batch_size", type=int, default=2, help="Training batch size of the step benchmark.")
     parser.add_argument("--warmup", type=int, default=5, help="Training steps run before measuring, per round.")
@@ -543,18 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="(d): latent CxTxHxW per sample (default 16x5x32x32: 1,280 tokens).",
     )
     parser.add_argument("--overhead_batch_size", type=int, default=1, help="(d): samples per step.")
-    parser.add_argument(
-        "--work_dir",
-        type=Path,
-        default=BENCH_DIR / "results" / "train_work",
-        help="Folder for the tiny model, the demo videos, the latents and their caches (rewritten on every run).",
+    harness.add_work_dir(
+        parser,
+        "train_work",
+        "Folder for the tiny model, the demo videos, the latents and their caches (rewritten on every run).",
     )
-    parser.add_argument(
-        "--output_json",
-        type=Path,
-        default=BENCH_DIR / "results" / "train.json",
-        help="Where to write the machine, the settings and all measurements.",
-    )
+    harness.add_output_json(parser, "train.json", "Where to write the machine, the settings and all measurements.")
     return parser
 
 
@@ -672,23 +660,12 @@ def step_overhead(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     args = build_parser().parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the network
-    report: dict[str, Any] = {
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-        },
-        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
-    }
+    report: dict[str, Any] = {"machine": harness.machine_record(**harness.torch_record()), "settings": vars(args)}
     if args.sections in ("all", "data"):
         report.update(data_path(args))
     if args.sections in ("all", "overhead"):
         report.update(step_overhead(args))
-    args.output_json.parent.mkdir(parents=True, exist_ok=True)
-    args.output_json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.output_json}")
+    harness.write_json(args.output_json, report)
     return 0
 
 

@@ -33,7 +33,6 @@ Run it with ``.venv/bin/python bench/vsa.py``; it prints a markdown table and wr
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -42,8 +41,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
+import harness
 import torch
 import torch._dynamo
 import torch.nn.functional as F
@@ -57,7 +58,6 @@ from fastvideo_hf.vsa.attention import (
 )
 from fastvideo_hf.vsa.tiling import TILE_TOKENS, TileLayout, tile_layout, tile_tokens
 
-BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_GRIDS = "8x16x16,12x24x40,16x32x32,20x30x52"
 DEFAULT_SPARSITIES = "0.5,0.75,0.875,0.9"
 TORCH_BACKEND_MAX_TOKENS = 16_384  # the reference backend gathers topk * 64 keys per query tile: small grids only
@@ -165,23 +165,6 @@ def mode_for(backend: str, args: argparse.Namespace, device: torch.device) -> st
     return FORWARD
 
 
-def timed(step: Callable[[], None], device: torch.device, min_seconds: float = MIN_SAMPLE_SECONDS) -> float:
-    """Seconds per call of ``step``, averaged over as many back-to-back calls as fill ``min_seconds`` (at least
-    one), so that short calls are not at the mercy of one scheduling hiccup."""
-    calls = 0
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    while True:
-        step()
-        calls += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
-
-
 class GridBench:
     """Inputs of one grid, and the steps timed on them (each a call of ``() -> None``)."""
 
@@ -264,20 +247,21 @@ def bench_grid(grid: tuple[int, int, int], args: argparse.Namespace, device: tor
         for sparsity in args.sparsities
     ]
     for mode in modes:
-        timed(lambda mode=mode: bench.dense(mode), device, min_seconds=0.0)  # warmup
+        harness.seconds_per_call(lambda mode=mode: bench.dense(mode), device)  # warmup
     for row in rows:
-        row.first_call_seconds = timed(lambda row=row: bench.vsa(row), device, min_seconds=0.0)
+        row.first_call_seconds = harness.seconds_per_call(lambda row=row: bench.vsa(row), device)
     dense_seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+    sample = partial(harness.seconds_per_call, device=device, min_seconds=MIN_SAMPLE_SECONDS)
     for _ in range(args.repeats):
         for mode in modes:
-            dense_seconds[mode].append(timed(lambda mode=mode: bench.dense(mode), device))
+            dense_seconds[mode].append(sample(lambda mode=mode: bench.dense(mode)))
         for row in rows:
-            row.vsa_seconds.append(timed(lambda row=row: bench.vsa(row), device))
+            row.vsa_seconds.append(sample(lambda row=row: bench.vsa(row)))
             if row.backend == "kernel":  # its coarse stage runs inside the fused kernel
                 continue
-            row.coarse_seconds.append(timed(lambda row=row: bench.coarse(row), device))
+            row.coarse_seconds.append(sample(lambda row=row: bench.coarse(row)))
             if row.backend == "flex":
-                row.mask_seconds.append(timed(bench.mask, device))
+                row.mask_seconds.append(sample(bench.mask))
     for row in rows:
         row.dense_seconds = dense_seconds[row.mode]
     return rows
@@ -288,18 +272,24 @@ def share(value: float | None) -> str:
 
 
 def format_table(rows: list[Row], backward: bool) -> str:
-    lines = [
-        "| grid | tokens | tiles | sparsity | backend | dense ms | VSA ms | ratio | coarse share | mask share |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    columns = ["grid", "tokens", "tiles", "sparsity", "backend", "dense ms", "VSA ms", "ratio", "coarse share"]
+    columns.append("mask share")
+    cells = [
+        [
+            grid_name(row.grid),
+            f"{row.tokens:,}",
+            row.tiles,
+            f"{row.sparsity:g}",
+            f"{row.backend} {row.mode}" if backward else row.backend,
+            f"{row.dense * 1e3:,.1f}",
+            f"{row.vsa * 1e3:,.1f}",
+            f"{row.ratio:.3f}",
+            share(row.coarse_share),
+            share(row.mask_share),
+        ]
+        for row in rows
     ]
-    for row in rows:
-        backend = f"{row.backend} {row.mode}" if backward else row.backend
-        lines.append(
-            f"| {grid_name(row.grid)} | {row.tokens:,} | {row.tiles} | {row.sparsity:g} | {backend} "
-            f"| {row.dense * 1e3:,.1f} | {row.vsa * 1e3:,.1f} | {row.ratio:.3f} | {share(row.coarse_share)} "
-            f"| {share(row.mask_share)} |"
-        )
-    return "\n".join(lines)
+    return harness.markdown_table(columns, cells, "lrrrlrrrrr")
 
 
 def goal_lines(rows: list[Row], device: torch.device, backward: bool) -> tuple[list[str], dict[str, object]]:
@@ -328,18 +318,18 @@ def goal_lines(rows: list[Row], device: torch.device, backward: bool) -> tuple[l
         if reason:
             continue
         for row in qualifying:
-            verdict = "PASS" if row.ratio <= max_ratio else "FAIL"
+            outcome = harness.verdict(row.ratio <= max_ratio)
             lines.append(
-                f"- {grid_name(row.grid)} ({row.tokens:,} tokens) {row.backend}: {row.ratio:.3f}x -> {verdict}"
+                f"- {grid_name(row.grid)} ({row.tokens:,} tokens) {row.backend}: {row.ratio:.3f}x -> {outcome}"
             )
             record[name]["rows"].append(
-                {"grid": grid_name(row.grid), "backend": row.backend, "ratio": row.ratio, "verdict": verdict}
+                {"grid": grid_name(row.grid), "backend": row.backend, "ratio": row.ratio, "verdict": outcome}
             )
     return lines, record
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.make_parser(__doc__)
     parser.add_argument(
         "--grids",
         type=lambda text: [parse_grid(part) for part in text.split(",")],
@@ -386,12 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default: torch's, one per core); 1 avoids the stalls a busy neighbour process causes "
         "when torch's threads wait for each other on a shared machine",
     )
-    parser.add_argument(
-        "--output_json",
-        type=Path,
-        default=BENCH_DIR / "results" / "vsa.json",
-        help="where to write the results (default bench/results/vsa.json)",
-    )
+    harness.add_output_json(parser, "vsa.json", "where to write the results (default bench/results/vsa.json)")
     return parser
 
 
@@ -456,31 +441,17 @@ def main() -> int:
     print("\n".join(lines))
     print(f"\ntotal {total_seconds:.0f} s")
 
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     report = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        },
-        "settings": {
-            **vars(args),
-            "grids": [grid_name(grid) for grid in args.grids],
-            "output_json": str(args.output_json),
-            "dtype": dtype,
-        },
+        "machine": harness.machine_record(cpu=cpu_model(), **harness.torch_record(), gpu=gpu),
+        "settings": {**vars(args), "grids": [grid_name(grid) for grid in args.grids], "dtype": dtype},
         "rows": [row.summary() for row in rows],
         "first_call_seconds": first_calls,
         "goals": goals,
         "load_average_1min": {"before": load_before, "after": load_after},
         "total_seconds": total_seconds,
     }
-    args.output_json.parent.mkdir(parents=True, exist_ok=True)
-    args.output_json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.output_json}")
+    harness.write_json(args.output_json, report)
     return 0
 
 

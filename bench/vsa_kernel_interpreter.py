@@ -39,7 +39,6 @@ It prints one line per case and exits 1 when a case is outside its bound. 2 to 3
 
 from __future__ import annotations
 
-import argparse
 import builtins
 import importlib
 import inspect
@@ -51,11 +50,11 @@ from pathlib import Path
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
 os.environ["FASTVIDEO_VSA_TRITON"] = "1"  # the package's Triton path (no compiled extension here anyway)
 
+import harness  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(harness.REPO / "src"))
 
 from fastvideo_hf.vsa import attention  # noqa: E402
 from fastvideo_hf.vsa.tiling import TILE_TOKENS, tile_layout, tile_tokens  # noqa: E402
@@ -212,7 +211,7 @@ def check_float32_fails_in_the_package(package) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.make_parser(__doc__, summary_only=True)
     parser.add_argument("--kernel_src", type=Path, required=True, help="the folder holding fastvideo_kernel/")
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--head_dim", type=int, default=64, choices=attention.KERNEL_HEAD_DIMS)
