@@ -5,197 +5,22 @@
       --pretrained_model_name_or_path Wan-AI/Wan2.1-T2V-1.3B-Diffusers \
       --dataset_name user/my-latents --output_dir wan-full --max_train_steps 5000 --gradient_checkpointing
 
-Latents and prompt embeddings come from `fastvideo-hf preprocess`, so only the transformer is in memory.
-Weights train in float32 (master weights) under --mixed_precision. Outputs: OUT/transformer/
-(`WanTransformer3DModel.from_pretrained(OUT, subfolder="transformer")`), OUT/checkpoint-N/ (resumable),
+`train.py --training_type full` under the name the recipes use: every flag of train.py's full finetuning, the same
+loop and outputs. Weights train in float32 (master weights) under --mixed_precision. Outputs: OUT/transformer/
+(`from_pretrained(OUT, subfolder="transformer")` of the model's transformer class), OUT/checkpoint-N/ (resumable),
 OUT/validation/.
 """
 
-import logging
+import functools
 import sys
 
-import torch
-from accelerate.logging import get_logger
-from accelerate.utils import DistributedType, set_seed
-from diffusers.optimization import get_scheduler
-from tqdm.auto import tqdm
+from train import main, parse_args
 
-from fastvideo_hf.model_spec import WanModelSpec
-from fastvideo_hf.training.args import build_training_parser, run_refusing_in_one_line, validate_training_args
-from fastvideo_hf.training.checkpoint_hooks import register_full_finetune_hooks, save_full_outputs
-from fastvideo_hf.training.context_parallel import (
-    check_context_parallel_args,
-    check_token_counts,
-    enable_context_parallel,
-    parallel_layout,
-)
-from fastvideo_hf.training.experts import expert_modules
-from fastvideo_hf.training.hub import push_training_output
-from fastvideo_hf.training.memory_savers import check_memory_saver_args
-from fastvideo_hf.training.resume_settings import run_settings
-from fastvideo_hf.training.stages import (
-    StepInputs,
-    advance,
-    compute_loss,
-    create_accelerator,
-    create_dataloader,
-    create_optimizer,
-    flow_matching_config,
-    load_checked_latent_dataset,
-    load_transformer_to_train,
-    on_main_process_first,
-    resume_state,
-    run_is_complete,
-    save_checkpoint,
-    save_vsa_config,
-    setup_vsa,
-    step_logs,
-    tracker_config,
-    training_length,
-    update_vsa_sparsity,
-    weight_dtype_for,
-)
-from fastvideo_hf.training.validation import (
-    check_validation_entries,
-    latest_validation_videos,
-    run_validation,
-    validation_entries,
-)
-
-logger = get_logger(__name__)
-
-
-def parse_args(argv=None):
-    parser = build_training_parser(__doc__.split("\n")[0], lora=False)
-    args = parser.parse_args(argv)
-    validate_training_args(args)
-    check_memory_saver_args(args, lora=False)  # fp8 storage and CPU offload are for frozen weights: refused here
-    check_context_parallel_args(args)
-    return args
-
-
-def main(args):
-    accelerator = create_accelerator(args)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    logger.info(accelerator.state, main_process_only=False)
-    # processes per sample (--context_parallel_*) must divide the run's: refused before any weight is read
-    layout = parallel_layout(args, accelerator.num_processes, accelerator.process_index)
-    set_seed(args.seed)
-    if accelerator.is_main_process:
-        accelerator.init_trackers("wan-full-finetune", config=tracker_config(args))  # never the token
-
-    # Only the transformer is loaded: latents and prompt embeddings come precomputed from the dataset.
-    model, revision = args.pretrained_model_name_or_path, args.revision
-    spec = WanModelSpec.from_pretrained(model, revision)  # T2V / I2V / Wan2.2 experts / TI2V, from the config
-    # One transformer in its pipeline slot, or both Wan2.2 A14B experts (--expert both) routed by timestep
-    transformer, slot = load_transformer_to_train(args, spec)
-    weight_dtype = weight_dtype_for(accelerator)
-    transformer.requires_grad_(True)
-    transformer.to(dtype=torch.float32)  # master weights; autocast computes in weight_dtype
-    if accelerator.distributed_type != DistributedType.FSDP:
-        transformer.to(accelerator.device)  # FSDP moves each shard itself: no full copy on every GPU
-    vsa = setup_vsa(transformer, args)  # adds the zero gate projection (trained with the rest)
-    if args.gradient_checkpointing:
-        for expert in expert_modules(transformer).values():
-            expert.enable_gradient_checkpointing()
-    register_full_finetune_hooks(accelerator, slot)
-    # --context_parallel_*: each sample's tokens sharded over a group of processes (diffusers' hooks)
-    enable_context_parallel(transformer, layout, accelerator.device, weight_dtype)
-
-    trained_parameters = list(transformer.parameters())
-    optimizer = create_optimizer(trained_parameters, args)
-    # one process builds the datasets cache, the others reuse it (or share its refusal of the dataset)
-    dataset, fingerprint = on_main_process_first(accelerator, lambda: load_checked_latent_dataset(args, spec))
-    # validation sizes the pipeline takes, and sequences that split evenly over a context-parallel group: refused
-    # now, not at the first validation or the first batch of an odd shape, hours in
-    entries = validation_entries(args, dataset.task)
-    check_validation_entries(entries, transformer, spec)
-    check_token_counts(transformer, dataset.shapes, entries, spec, layout)
-    dataloader, batch_sampler = create_dataloader(dataset, args, layout)
-    max_train_steps, num_train_epochs = training_length(args, len(batch_sampler))
-    # Global batches are split across processes, so the prepared scheduler steps once per optimizer step
-    # (diffusers' examples multiply by num_processes because their batches are per process).
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps,
-        num_training_steps=max_train_steps,
-    )
-    transformer, optimizer, dataloader, lr_scheduler = accelerator.prepare(
-        transformer, optimizer, dataloader, lr_scheduler
-    )
-
-    # What a resume must find unchanged (data order, what a step is, the adapter's shape); recorded per checkpoint
-    settings = run_settings(
-        args, "full", accelerator.num_processes, fingerprint, len(dataset), None, layout.data_parallel_size
-    )
-    state, settings = resume_state(accelerator, args, settings)
-    complete = run_is_complete(state, max_train_steps)  # a re-run of a finished run changes no weight
-    flow_config = flow_matching_config(args, spec)  # an expert's sigmas stay on its side of the boundary
-    logger.info(
-        f"{len(dataset)} clips, {len(batch_sampler)} global batches of {args.train_batch_size} x "
-        f"{layout.data_parallel_size} per epoch; {max_train_steps} steps from step {state.global_step}"
-    )
-    progress = tqdm(
-        total=max_train_steps, initial=state.global_step, desc="Steps", disable=not accelerator.is_local_main_process
-    )
-    micro_step, videos = 0, latest_validation_videos(args.output_dir) if complete else []
-    for epoch in [] if complete else range(state.epoch, num_train_epochs):
-        transformer.train()
-        dataloader.set_epoch(epoch)  # Accelerate's own epoch counter, also used by skip_first_batches
-        batch_sampler.set_epoch(epoch)
-        skip = state.batches_in_epoch if epoch == state.epoch else 0
-        batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
-        for batches_done, batch in enumerate(batches, start=skip + 1):
-            sparsity = update_vsa_sparsity(vsa, args, state.global_step)
-            with accelerator.accumulate(transformer):
-                where = StepInputs(args.seed, state.global_step, micro_step)
-                first = layout.first_position(args.train_batch_size)  # one context-parallel group: same rows
-                loss = compute_loss(transformer, batch, flow_config, where, first, weight_dtype, spec)
-                accelerator.backward(loss * layout.loss_scale)
-                grad_norm = None
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(trained_parameters, args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            micro_step += 1
-            if not accelerator.sync_gradients:
-                continue
-            micro_step = 0
-            state = advance(state, epoch, batches_done, len(dataloader))
-            progress.update(1)
-            logs = step_logs(accelerator, loss, lr_scheduler, grad_norm, sparsity, progress)
-            progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
-            accelerator.log(logs, step=state.global_step)
-
-            if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
-                save_checkpoint(accelerator, args, state, settings)
-            if state.global_step % args.validation_steps == 0:
-                videos = run_validation(
-                    accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task
-                )
-            if state.global_step >= max_train_steps:
-                break
-        if state.global_step >= max_train_steps:
-            break
-
-    accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(transformer)  # gathers FSDP / DeepSpeed shards on every process
-    if accelerator.is_main_process:
-        trained = accelerator.unwrap_model(transformer)
-        save_full_outputs(args.output_dir, trained, slot, state_dict)
-        for name in expert_modules(trained, slot):
-            save_vsa_config(f"{args.output_dir}/{name}", args)
-    if state.global_step % args.validation_steps and not complete:
-        videos = run_validation(accelerator, args, transformer, state.global_step, weight_dtype, slot, dataset.task)
-    if accelerator.is_main_process:
-        if args.push_to_hub:
-            recipe = {key: getattr(args, key) for key in ("learning_rate", "adam_weight_decay", "flow_shift")}
-            push_training_output(args, lora=False, recipe=recipe, steps=state.global_step, videos=videos)
-    accelerator.end_training()
-    logger.info(f"done after {state.global_step} steps: transformer in {args.output_dir}/transformer")
-
+from fastvideo_hf.training.args import run_refusing_in_one_line
 
 if __name__ == "__main__":
-    sys.exit(run_refusing_in_one_line(main, parse_args))
+    sys.exit(
+        run_refusing_in_one_line(
+            main, functools.partial(parse_args, training_type="full", description=__doc__.split("\n")[0])
+        )
+    )

@@ -10,14 +10,9 @@ import huggingface_hub.constants
 import pytest
 from diffusers import WanTransformer3DModel
 
+from fastvideo_hf.models.wan.family import KNOWN_MODELS
 from fastvideo_hf.tools.cli import main as cli_main
-from fastvideo_hf.training.memory_plan import (
-    KNOWN_MODELS,
-    TrainingSetup,
-    largest_fitting_frames,
-    make_plan,
-    resolve_model,
-)
+from fastvideo_hf.training.memory_plan import TrainingSetup, largest_fitting_frames, make_plan, resolve_model
 
 FULL_720P = ["--height", "720", "--width", "1280", "--num_frames", "81", "--mode", "full"]
 FULL_720P += ["--gpu_memory", "80", "--num_gpus", "8"]

@@ -13,7 +13,7 @@ from diffusers.models.attention_dispatch import AttentionBackendName, _Attention
 from PIL import Image
 from safetensors.torch import load_file
 
-from fastvideo_hf.model_spec import WanModelSpec
+from fastvideo_hf.models import load_model_spec
 from fastvideo_hf.refusal import SettingRefused
 from fastvideo_hf.tools.loss_curve import read_scalar
 from fastvideo_hf.training.args import build_training_parser
@@ -206,10 +206,10 @@ def test_impossible_layouts_are_refused_with_what_to_do(tiny_model_dir):
     }
     assert backends == {AttentionBackendName._NATIVE_CUDNN}  # returns the log-sum-exp, supports context parallelism
 
-    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+    spec = load_model_spec(str(tiny_model_dir))
     layout = ParallelLayout(ulysses=2, ring=2, world_size=4)
     # latents of 17 frames at 64x96: 5 x 4 x 6 = 120 tokens; 7 x 4 x 6 = 168; 1 frame: 24; all divide by 4
-    check_token_counts(transformer, [(16, 5, 8, 12), (16, 1, 8, 12)], [], spec, layout)
+    check_token_counts([(16, 5, 8, 12), (16, 1, 8, 12)], [], spec, layout)
     with pytest.raises(ValueError, match=r"dataset latents 5x8x10 -> 100 tokens.*validation 64x80x17"):
         odd = ValidationEntry("a cat", height=64, width=80, num_frames=17, num_inference_steps=2)
-        check_token_counts(transformer, [(16, 5, 8, 10)], [odd], spec, ParallelLayout(ulysses=8, world_size=8))
+        check_token_counts([(16, 5, 8, 10)], [odd], spec, ParallelLayout(ulysses=8, world_size=8))

@@ -1,4 +1,4 @@
-"""Both LoRA files written by ``save_wan_lora`` load back through diffusers with the trained scale (alpha 8 / rank 4).
+"""Both Wan LoRA files written by ``save_lora`` load back through diffusers with the trained scale (alpha 8 / rank 4).
 
 The adapter's weights are random (lora_B is not zero), so a load that dropped modules or the alpha/rank scale would
 change the transformer's output; outputs are compared on one fixed random input.
@@ -18,13 +18,16 @@ from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 
+from fastvideo_hf.models.wan.family import WAN
 from fastvideo_hf.tools.tiny_models import TEXT_DIM
-from fastvideo_hf.training.lora_formats import (
-    COMFY_KEY_PREFIX,
-    comfy_state_dict,
-    diffusers_to_original_wan_key,
-    save_wan_lora,
-)
+from fastvideo_hf.training.lora_formats import comfy_state_dict, save_lora
+
+COMFY_KEY_PREFIX = WAN.comfy_key_prefix
+
+
+def diffusers_to_original_wan_key(name: str) -> str:
+    return WAN.original_lora_key(name)[0]
+
 
 RANK, ALPHA = 4, 8
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
@@ -58,7 +61,7 @@ def trained(tiny_model_dir, tmp_path_factory):
         if ".lora_A." in name or ".lora_B." in name:
             param.data = 0.1 * torch.randn(param.shape, generator=generator)
     output_dir = tmp_path_factory.mktemp("lora") / "out"
-    diffusers_path, comfy_path = save_wan_lora(output_dir, pipe.transformer)
+    diffusers_path, comfy_path = save_lora(output_dir, pipe.transformer, WAN)
     return SimpleNamespace(
         transformer=pipe.transformer,
         output_dir=output_dir,
@@ -148,7 +151,7 @@ def test_comfy_file_loads_like_the_diffusers_file(trained, fresh_pipe):
 
 
 def test_key_prefix_is_honoured(trained, tmp_path, fresh_pipe):
-    diffusers_path, _ = save_wan_lora(tmp_path, trained.transformer, lora_key_prefix="transformer_2")
+    diffusers_path, _ = save_lora(tmp_path, trained.transformer, WAN, lora_key_prefix="transformer_2")
     with safe_open(diffusers_path, "pt") as f:
         assert all(key.startswith("transformer_2.blocks.") for key in f.keys())
     # The model-level loader only looks for a .bin file unless told the weight name.
@@ -172,7 +175,7 @@ def test_mapping_is_the_inverse_of_diffusers_converter():
         peft_state_dict[f"{name}.lora_A.weight"] = torch.randn(rank, 6, generator=generator, dtype=torch.float64)
         peft_state_dict[f"{name}.lora_B.weight"] = torch.randn(5, rank, generator=generator, dtype=torch.float64)
 
-    converted = _convert_non_diffusers_wan_lora_to_diffusers(comfy_state_dict(peft_state_dict, config))
+    converted = _convert_non_diffusers_wan_lora_to_diffusers(comfy_state_dict(peft_state_dict, config, WAN))
 
     assert set(converted) == {f"transformer.{key}" for key in peft_state_dict}
     for name in names:
@@ -189,7 +192,7 @@ def test_unknown_module_raises_naming_it(name):
         diffusers_to_original_wan_key(name)
     state_dict = {f"{name}.lora_A.weight": torch.zeros(4, 2), f"{name}.lora_B.weight": torch.zeros(2, 4)}
     with pytest.raises(ValueError, match=re.escape(repr(name))):
-        comfy_state_dict(state_dict, LoraConfig(r=4, lora_alpha=8))
+        comfy_state_dict(state_dict, LoraConfig(r=4, lora_alpha=8), WAN)
 
 
 def test_non_lora_weights_are_refused_not_dropped():
@@ -199,4 +202,4 @@ def test_non_lora_weights_are_refused_not_dropped():
         "blocks.0.attn1.to_q.lora_B.bias": torch.zeros(2),
     }
     with pytest.raises(ValueError, match=r"blocks\.0\.attn1\.to_q\.lora_B\.bias"):
-        comfy_state_dict(state_dict, LoraConfig(r=4, lora_alpha=8))
+        comfy_state_dict(state_dict, LoraConfig(r=4, lora_alpha=8), WAN)

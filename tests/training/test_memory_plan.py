@@ -16,20 +16,21 @@ from diffusers import WanTransformer3DModel
 from diffusers.training_utils import cast_training_params
 from peft import LoraConfig
 
+from fastvideo_hf.models.wan.family import KNOWN_MODELS, WAN
 from fastvideo_hf.training.flow_matching import flow_matching_loss
 from fastvideo_hf.training.memory_plan import (
-    DEFAULT_LORA_TARGETS,
-    KNOWN_MODELS,
     ModelShape,
     Options,
     TrainingSetup,
-    build_meta_transformer,
     count_parameters,
     estimate,
     latent_tokens,
     make_plan,
     resolve_model,
 )
+
+DEFAULT_LORA_TARGETS = WAN.default_lora_targets
+build_meta_transformer = WAN.meta_transformer
 
 TINY = {
     "patch_size": [1, 2, 2],
@@ -43,7 +44,7 @@ TINY = {
     "num_layers": 2,
     "rope_max_seq_len": 64,
 }
-TINY_SHAPE = ModelShape("tiny", TINY, ("transformer",), vae_scale_spatial=8)
+TINY_SHAPE = ModelShape(WAN, "tiny", TINY, ("transformer",), vae_scale_spatial=8)
 TINY_I2V = {**TINY, "image_dim": 24, "added_kv_proj_dim": 64}  # Wan2.1 I2V: CLIP tokens, image key/value projections
 VARIANTS = {  # the model shape, and how the step calls the transformer
     "wan2.1-t2v": (TINY_SHAPE, {}),

@@ -7,17 +7,16 @@ import re
 from dataclasses import replace
 
 import pytest
-from diffusers import WanTransformer3DModel
 
-from fastvideo_hf.model_spec import WanModelSpec
+from fastvideo_hf.models import load_model_spec
 from fastvideo_hf.refusal import SettingRefused
+from fastvideo_hf.training.accelerator_setup import tracker_config
 from fastvideo_hf.training.args import (
     build_training_parser,
     run_refusing_in_one_line,
     validate_training_args,
 )
 from fastvideo_hf.training.memory_savers import check_memory_saver_args
-from fastvideo_hf.training.stages import tracker_config
 from fastvideo_hf.training.validation import ValidationEntry, check_validation_entries, load_validation_entries
 
 from ..helpers import run_training
@@ -66,13 +65,12 @@ def test_flags_that_would_be_ignored_are_refused():
 
 
 def test_validation_sizes_the_pipeline_would_refuse_or_round_are_refused(tiny_model_dir, tmp_path):
-    transformer = WanTransformer3DModel.from_pretrained(tiny_model_dir, subfolder="transformer")
-    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+    spec = load_model_spec(str(tiny_model_dir))
 
     def entry(height, width, frames, steps=2):
         return ValidationEntry("a cat", height=height, width=width, num_frames=frames, num_inference_steps=steps)
 
-    check_validation_entries([entry(64, 96, 17), entry(480, 832, 81), entry(64, 96, 1)], transformer, spec)
+    check_validation_entries([entry(64, 96, 17), entry(480, 832, 81), entry(64, 96, 1)], spec)
     for bad, why in [
         (entry(65, 96, 17), r"65x96x17 \(e.g. 64x96x17\)"),  # WanPipeline: "divisible by 16" at the first validation
         (entry(64, 96, 16), r"64x96x16 \(e.g. 64x96x17\)"),  # WanPipeline rounds the frames with a warning
@@ -80,10 +78,10 @@ def test_validation_sizes_the_pipeline_would_refuse_or_round_are_refused(tiny_mo
         (entry(64, 96, 17, steps=0), "0 inference steps"),
     ]:
         with pytest.raises(SettingRefused, match=why):
-            check_validation_entries([entry(64, 96, 17), bad], transformer, spec)
+            check_validation_entries([entry(64, 96, 17), bad], spec)
     # a VAE with 16x spatial compression (Wan2.2 TI2V-5B) and patch 2: multiples of 32
     with pytest.raises(SettingRefused, match="multiples of 32"):
-        check_validation_entries([entry(48, 96, 17)], transformer, replace(spec, vae_scale_factor_spatial=16))
+        check_validation_entries([entry(48, 96, 17)], replace(spec, vae_scale_factor_spatial=16))
     with pytest.raises(SettingRefused, match="no such file"):
         load_validation_entries(str(tmp_path / "missing.json"), None, 64, 96, 17, 2)
     (tmp_path / "broken.json").write_text('{"data": [')

@@ -7,6 +7,7 @@ from unittest import mock
 import pytest
 from huggingface_hub import HfApi, RepoUrl
 
+from fastvideo_hf.models.wan.family import WAN
 from fastvideo_hf.tools.cli import main as cli_main
 from fastvideo_hf.training.args import build_training_parser, validate_training_args
 from fastvideo_hf.training.checkpointing import (
@@ -163,7 +164,12 @@ def test_push_writes_a_model_card_and_uploads_without_checkpoints(tmp_path):
         mock.patch("huggingface_hub.hf_api.is_xet_available", return_value=False),
     ):
         push_training_output(
-            args, lora=True, recipe={"rank": 32}, steps=10, videos=[output / "validation" / "step-10" / "video_0.mp4"]
+            args,
+            WAN,
+            lora=True,
+            recipe={"rank": 32},
+            steps=10,
+            videos=[output / "validation" / "step-10" / "video_0.mp4"],
         )
 
     assert commits == [["README.md", "pytorch_lora_weights.safetensors", "validation/step-10/video_0.mp4"]]
@@ -212,7 +218,7 @@ def test_generate_and_plot_loss_commands(tmp_path, tiny_model_dir):
 
 
 def test_the_data_position_moves_to_the_next_epoch_after_its_last_batch():
-    from fastvideo_hf.training.stages import advance
+    from fastvideo_hf.training.steps import advance
 
     assert advance(TrainingState(4, 1, 2), epoch=1, batches_done=4, batches_per_epoch=6) == TrainingState(5, 1, 4)
     assert advance(TrainingState(5, 1, 4), epoch=1, batches_done=6, batches_per_epoch=6) == TrainingState(6, 2, 0)
@@ -224,11 +230,11 @@ def test_a_bf16_lora_base_keeps_the_modules_wan_runs_in_float32_as_the_pipeline_
     import torch
     from diffusers import WanPipeline
 
-    from fastvideo_hf.model_spec import WanModelSpec
-    from fastvideo_hf.training.stages import load_transformer_to_train
+    from fastvideo_hf.models import load_model_spec
+    from fastvideo_hf.training.model_loading import load_transformer_to_train
 
     args = argparse.Namespace(pretrained_model_name_or_path=str(tiny_model_dir), revision=None, expert=None)
-    transformer, _ = load_transformer_to_train(args, WanModelSpec.from_pretrained(str(tiny_model_dir)), torch.bfloat16)
+    transformer, _ = load_transformer_to_train(args, load_model_spec(str(tiny_model_dir)), torch.bfloat16)
     pipeline = WanPipeline.from_pretrained(tiny_model_dir, torch_dtype=torch.bfloat16)
     trained = {name: param.dtype for name, param in transformer.named_parameters()}
     assert trained == {name: param.dtype for name, param in pipeline.transformer.named_parameters()}

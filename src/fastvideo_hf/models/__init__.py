@@ -25,6 +25,7 @@ __all__ = [
     "family_named",
     "family_of_index",
     "family_of_transformer",
+    "family_of_transformer_class",
     "family_titles",
     "load_model_spec",
     "model_index",
@@ -58,7 +59,11 @@ def family_of_index(index: dict, model: str) -> ModelFamily:
 
 def family_of_transformer(transformer: torch.nn.Module) -> ModelFamily:
     """The family of a loaded transformer, by its class."""
-    name = type(transformer).__name__
+    return family_of_transformer_class(type(transformer).__name__)
+
+
+def family_of_transformer_class(name: str) -> ModelFamily:
+    """The family of a transformer class name (a transformer ``config.json``'s ``_class_name``)."""
     for family in FAMILIES:
         if name in family.transformer_classes:
             return family

@@ -192,6 +192,11 @@ class ModelFamily(ABC):
     def read_spec(self, model: str, revision: str | None, index: dict[str, Any]) -> ModelSpec:
         """The facts of the folder or Hub id ``model`` whose ``model_index.json`` is ``index``; configs only."""
 
+    @abstractmethod
+    def vae_scale_factors(self, vae_config: dict[str, Any]) -> tuple[int, int]:
+        """(spatial, temporal) compression of the family's VAE from its ``config.json`` alone (all ``plan`` reads of
+        a folder), with the VAE class's defaults for what the config leaves out (``{}``: a transformer folder)."""
+
     def frame_rule(self, spec: ModelSpec) -> str:
         """How users are told the frame counts the VAE takes (e.g. ``4k+1``)."""
         return f"{spec.vae_scale_factor_temporal}k+1"
@@ -258,10 +263,13 @@ class ModelFamily(ABC):
     comfy_base_model_format: str  # the ``base_model_format`` of the ComfyUI file's header
 
     @abstractmethod
-    def usage_snippet(self, base_model: str, repo_id: str, lora: bool) -> str:
-        """The Python lines of a model card that load the trained output with the stock pipeline."""
+    def usage_snippet(self, base_model: str, repo_id: str, lora: bool, prompt: str = "a video") -> str:
+        """The Python lines of a model card that load the trained output with the stock pipeline and sample
+        ``prompt``."""
 
     # -- sizes and attention ----------------------------------------------------------------------------------
+
+    activation_assumption: str  # how ``block_activation_bytes`` counts a block: one line of ``plan``'s assumptions
 
     @abstractmethod
     def block_activation_bytes(
@@ -299,6 +307,13 @@ def expert_modules(model: torch.nn.Module, slot: str = "transformer") -> dict[st
     ``experts_by_slot``), else ``{slot: model}``."""
     experts = getattr(model, "experts_by_slot", None)
     return dict(experts) if experts is not None else {slot: model}
+
+
+def transformer_blocks(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The transformer blocks of a diffusers transformer by module name, in order: the modules of the classes its
+    ``_repeated_blocks`` lists (the blocks diffusers compiles and offloads one at a time); empty if it lists none."""
+    classes = set(getattr(model, "_repeated_blocks", ()))
+    return {name: module for name, module in model.named_modules() if type(module).__name__ in classes}
 
 
 def model_index(model: str, revision: str | None = None) -> dict[str, Any]:

@@ -6,8 +6,9 @@
 Prints the parts of the peak GPU memory of one process for every combination of the training scripts' memory options
 (gradient checkpointing, fp8 layerwise casting, group offload, context parallelism, FSDP), then the cheapest one that
 fits. No weight is read and nothing is downloaded: the transformer is built from its config on the meta device (kept in
-the code for the public Wan models, else read from a local folder or the Hugging Face cache). The model behind the
-numbers, and what is assumed, is in ``fastvideo_hf.training.memory_plan``.
+the code for the public models of each family, else read from a local folder or the Hugging Face cache). The model
+behind the numbers, and what is assumed, is in ``fastvideo_hf.training.memory_plan``; this module reads the flags and
+presents the plan (the table, the recommendation, the JSON).
 
 ``--json PATH`` writes the same table for scripts (a GPU check compares ``torch.cuda.max_memory_allocated`` with it):
 
@@ -28,15 +29,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict
 
+from ..models import FAMILIES, family_titles
 from ..refusal import SettingRefused
 from ..training.memory_plan import (
-    DEFAULT_LORA_TARGETS,
+    CUDA_OVERHEAD_BYTES,
+    GIB,
     ModelShape,
+    Plan,
     TrainingSetup,
-    format_plan,
+    assumptions,
+    largest_fitting_frames,
     make_plan,
-    plan_to_json,
     resolve_model,
 )
 from .output_paths import output_file
@@ -46,11 +51,13 @@ DEFAULT_RANK = 32  # train_wan_lora.py's --rank default
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="fastvideo-hf plan", description=__doc__.split("\n")[0])
+    short_name, known = next((name, model) for family in FAMILIES for name, model in family.known_models.items())
+    default_targets = "; ".join(f"{family.title} {','.join(family.default_lora_targets)}" for family in FAMILIES)
     parser.add_argument(
         "--pretrained_model_name_or_path",
         required=True,
-        help="A known Wan model (Hub id such as Wan-AI/Wan2.1-T2V-14B-Diffusers, or a short name such as "
-        "wan2.1-t2v-14b), a local diffusers pipeline folder, or a Hub id whose configs are in the local cache.",
+        help=f"A known {family_titles()} model (Hub id such as {known.hub_id}, or a short name such as "
+        f"{short_name}), a local diffusers pipeline folder, or a Hub id whose configs are in the local cache.",
     )
     parser.add_argument("--revision", default=None, help="Revision of a cached Hub model.")
     parser.add_argument(
@@ -72,7 +79,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--lora_target_modules",
         default=None,
         help="Comma-separated Linear names the LoRA adapts, as the training flag of the same name (--mode lora; "
-        f"default {','.join(DEFAULT_LORA_TARGETS)}).",
+        f"default the model family's: {default_targets}).",
     )
     parser.add_argument(
         "--mixed_precision", default="bf16", choices=["bf16", "fp16", "no"], help="The training run's mixed precision."
@@ -138,7 +145,7 @@ def check_settings(args: argparse.Namespace) -> tuple[ModelShape, TrainingSetup]
         raise SettingRefused(
             f"--expert is for Wan2.2 A14B (two experts); {model.name} has one transformer: drop --expert"
         )
-    patch_t, patch_h, patch_w = model.config.get("patch_size", (1, 2, 2))
+    patch_t, patch_h, patch_w = model.patch_size
     for flag, unit in (("height", model.vae_scale_spatial * patch_h), ("width", model.vae_scale_spatial * patch_w)):
         size = getattr(args, flag)
         if size % unit:
@@ -152,10 +159,11 @@ def check_settings(args: argparse.Namespace) -> tuple[ModelShape, TrainingSetup]
     if (args.num_frames - 1) % frames_unit:
         below = (args.num_frames - 1) // frames_unit * frames_unit + 1
         raise SettingRefused(
-            f"--num_frames must be {frames_unit}k+1 for Wan's VAE, as preprocess takes it; {args.num_frames} is not: "
+            f"--num_frames must be {frames_unit}k+1 for {model.family.title}'s VAE, as preprocess takes it; "
+            f"{args.num_frames} is not: "
             f"try {below} or {below + frames_unit}"
         )
-    lora_targets = args.lora_target_modules or ",".join(DEFAULT_LORA_TARGETS)
+    lora_targets = args.lora_target_modules or ""  # none: the family's default, which make_plan fills in
     setup = TrainingSetup(
         mode=args.mode,
         height=args.height,
@@ -169,3 +177,75 @@ def check_settings(args: argparse.Namespace) -> tuple[ModelShape, TrainingSetup]
         expert=args.expert,
     )
     return model, setup
+
+
+def plan_to_json(plan: Plan) -> dict:
+    """The machine-readable plan (the keys are in this module's docstring)."""
+    rows = []
+    for row in plan.rows:
+        parts = {f"{name}_bytes": value for name, value in asdict(row.parts).items()}
+        rows.append(
+            {
+                "options": asdict(row.options),
+                "description": row.options.describe(),
+                "parts": parts,
+                "allocated_bytes": row.parts.allocated,
+                "total_bytes": row.parts.total,
+                "fits": row.fits,
+            }
+        )
+    best = plan.best
+    return {
+        "model": plan.model.name,
+        "setup": asdict(plan.setup),
+        "tokens_per_sample": plan.tokens,
+        "parameters": plan.counts.total,
+        "lora_parameters": plan.counts.lora,
+        "gpu_memory_bytes": plan.gpu_memory_bytes,
+        "combinations": rows,
+        "recommended": None if best is None else plan.rows.index(best),
+        "assumptions": assumptions(plan.model.family),
+    }
+
+
+def format_plan(plan: Plan) -> str:
+    """The table of every combination and the recommendation, as ``fastvideo-hf plan`` prints them."""
+    setup, counts = plan.setup, plan.counts
+    experts = len(plan.model.experts) if setup.expert == "both" else 1
+    trained = f"LoRA rank {setup.rank} ({counts.lora / 1e6:.1f}M parameters)" if setup.mode == "lora" else "full"
+    lines = [
+        f"{plan.model.name}: {counts.total / 1e9:.2f}B parameters x {experts} transformer(s), {counts.blocks} blocks; "
+        f"{trained}, {setup.mixed_precision}",
+        f"{setup.width}x{setup.height}x{setup.num_frames}, batch {setup.train_batch_size}: {plan.tokens:,} tokens per "
+        f"sample; {setup.num_gpus} GPU(s) of {plan.gpu_memory_bytes / GIB:g} GiB",
+        "",
+    ]
+    header = ("options", "weights", "lora", "grads", "optim", "w.copies", "activ.", "recomp.", "worksp.", "total", "")
+    table = [header]
+    for row in sorted(plan.rows, key=lambda r: (r.options.cost, r.parts.total)):
+        p = row.parts
+        values = (p.weights, p.lora, p.gradients, p.optimizer_states, p.weight_copies, p.activations, p.recompute,
+                  p.workspace, p.total)  # fmt: skip
+        table.append((row.options.describe(), *(f"{v / GIB:.1f}" for v in values), "fits" if row.fits else ""))
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for cells in table:
+        padded = [cell.rjust(width) for cell, width in zip(cells, widths, strict=True)]
+        lines.append("  ".join([cells[0].ljust(widths[0]), *padded[1:]]).rstrip())
+    lines.append(f"(GiB per GPU; total includes {CUDA_OVERHEAD_BYTES / GIB:g} GiB of CUDA context and fragmentation)")
+    lines.append("")
+    best = plan.best
+    if best is None:
+        smallest = min(plan.rows, key=lambda r: r.parts.total)
+        lines.append(
+            f"Nothing fits in {plan.gpu_memory_bytes / GIB:g} GiB: the smallest is "
+            f"{smallest.parts.total / GIB:.1f} GiB ({smallest.options.describe()})."
+        )
+        frames = largest_fitting_frames(plan)
+        if frames is not None:
+            lines.append(f"With --num_frames {frames} (or a smaller size) a combination fits; or add GPUs.")
+    else:
+        lines.append(
+            f"Recommended: {best.options.describe()} ({best.parts.total / GIB:.1f} GiB of "
+            f"{plan.gpu_memory_bytes / GIB:g}):\n  {plan.command(best.options)}"
+        )
+    return "\n".join(lines)

@@ -1,7 +1,9 @@
-"""The command-line flags of the training scripts, named as in diffusers' examples.
+"""The command-line flags of the training script, named as in diffusers' examples.
 
-``train_wan_lora.py`` and ``train_wan.py`` share every flag but the LoRA ones; defining them once keeps the two
-scripts from drifting apart. Defaults follow the published Wan recipes (FastVideo's Wan2.1 examples).
+``train.py`` trains a LoRA or the whole transformer (``--training_type lora|full``); ``train_wan_lora.py`` and
+``train_wan.py`` are the same script with the type fixed. Every flag but the LoRA ones is shared, and the model's
+family fills in what differs between families (``--lora_target_modules``). Defaults follow the published recipes
+(FastVideo's Wan2.1 examples).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from pathlib import Path
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from ..models import FAMILIES, family_titles
 from ..refusal import SettingRefused
 
-# FastVideo's LoRA targets: q, k, v and out of self- and cross-attention in every block (also `fastvideo-hf plan`'s)
-DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+TRAINING_TYPES = ("lora", "full")  # --training_type: a LoRA on the frozen transformer, or every weight
 
 
 def run_refusing_in_one_line(main: Callable[[argparse.Namespace], None], parse_args: Callable[[], argparse.Namespace]):
@@ -49,13 +51,34 @@ def given_flags(args: argparse.Namespace) -> set[str]:
     return set(getattr(args, "_given", ()))
 
 
-def build_training_parser(description: str, lora: bool) -> argparse.ArgumentParser:
+def read_training_type(argv: list[str] | None) -> str:
+    """The ``--training_type`` of a command line (``lora`` when it names none), read before the whole parser is
+    built: the LoRA flags, and the learning rate's default, depend on it."""
+    chooser = argparse.ArgumentParser(add_help=False)
+    chooser.add_argument("--training_type", choices=TRAINING_TYPES, default=TRAINING_TYPES[0])
+    return chooser.parse_known_args(argv)[0].training_type
+
+
+def build_training_parser(description: str, lora: bool, choose_training_type: bool = False) -> argparse.ArgumentParser:
+    """The parser of a run that trains a LoRA (``lora``) or every weight; ``choose_training_type`` adds the
+    ``--training_type`` flag that chose between them (``train.py``)."""
     parser = argparse.ArgumentParser(description=description)
+    if choose_training_type:
+        parser.add_argument(
+            "--training_type",
+            choices=TRAINING_TYPES,
+            default=TRAINING_TYPES[0],
+            help="lora: train a LoRA on the frozen transformer (the LoRA flags below); full: train every weight "
+            "(float32 master weights). --help after it lists the flags of that type.",
+        )
+    known = {name: model for family in FAMILIES for name, model in family.known_models.items()}
+    two_experts = ", ".join(name for name, model in known.items() if len(model.experts) > 1)
     model = parser.add_argument_group("model and data")
     model.add_argument(
         "--pretrained_model_name_or_path",
         required=True,
-        help="A diffusers-format Wan pipeline, local folder or Hub id (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers).",
+        help=f"A diffusers-format {family_titles()} pipeline, local folder or Hub id (e.g. "
+        f"{next(iter(known.values())).hub_id}).",
     )
     model.add_argument("--revision", default=None, help="Revision of the model on the Hub.")
     model.add_argument(
@@ -73,8 +96,8 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
         "--expert",
         default=None,
         choices=["high", "low", "both"],
-        help="Wan2.2 A14B: train the high-noise expert (transformer), the low-noise one (transformer_2), or both "
-        "in one run; each expert sees only timesteps on its side of the model's boundary.",
+        help=f"Two-expert models ({two_experts}): train the high-noise expert (transformer), the low-noise one "
+        "(transformer_2), or both in one run; each expert sees only timesteps on its side of the model's boundary.",
     )
     model.add_argument("--dataloader_num_workers", type=int, default=0, help="Worker processes of the dataloader.")
 
@@ -206,7 +229,7 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
         help="auto: FastVideo's kernel on a GPU that has it, else FlexAttention; plain torch for CPU training.",
     )
 
-    memory = parser.add_argument_group("memory savers (LoRA on one GPU; train_wan.py refuses them)")
+    memory = parser.add_argument_group("memory savers (LoRA on one GPU; a full finetune refuses them)")
     memory.add_argument(
         "--layerwise_casting",
         default=None,
@@ -262,10 +285,11 @@ def build_training_parser(description: str, lora: bool) -> argparse.ArgumentPars
         adapter.add_argument(
             "--lora_alpha", type=float, default=32, help="LoRA alpha; the update is scaled by alpha/rank."
         )
+        defaults = "; ".join(f"{family.title}: {','.join(family.default_lora_targets)}" for family in FAMILIES)
         adapter.add_argument(
             "--lora_target_modules",
-            default=",".join(DEFAULT_LORA_TARGETS),
-            help="Comma-separated Linear names to adapt, in self- and cross-attention of every block.",
+            default=None,
+            help=f"Comma-separated Linear names to adapt in every block (default: the model family's; {defaults}).",
         )
     return parser
 

@@ -1,8 +1,8 @@
 """Accelerate save/load hooks that store the trained model in the form users load, inside each checkpoint.
 
 LoRA checkpoints hold ``pytorch_lora_weights.safetensors`` (+ the ComfyUI file) instead of a pickled copy of the
-whole transformer; full-finetune checkpoints hold ``transformer/`` (or ``transformer_2/`` for Wan2.2's
-low-noise expert, or both) written by ``save_pretrained``. The final outputs are written by the same
+whole transformer; full-finetune checkpoints hold ``transformer/`` (or ``transformer_2/`` for a two-expert
+model's low-noise expert, or both) written by ``save_pretrained``. The final outputs are written by the same
 functions. Either can be loaded by diffusers straight from ``checkpoint-N/``. With FSDP or DeepSpeed the hooks
 are not installed and Accelerate saves its sharded state itself.
 """
@@ -10,10 +10,14 @@ are not installed and Accelerate saves its sharded state itself.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from accelerate.utils import DistributedType
 
-from .experts import expert_modules
+from ..models import expert_modules
+
+if TYPE_CHECKING:
+    from ..models import ModelFamily
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +34,14 @@ def lora_file_names(slot: str, both_experts: bool) -> tuple[str, str]:
     return f"pytorch_lora_weights{suffix}.safetensors", f"pytorch_lora_weights{suffix}_comfy.safetensors"
 
 
-def save_lora_outputs(output_dir, model, slot: str) -> None:
-    """Write the LoRA of every trained transformer of ``model`` (unwrapped) to ``output_dir``."""
-    from .lora_formats import save_wan_lora
+def save_lora_outputs(output_dir, model, slot: str, family: ModelFamily) -> None:
+    """Write the LoRA of every trained transformer of ``model`` (unwrapped, of ``family``) to ``output_dir``."""
+    from .lora_formats import save_lora
 
     experts = expert_modules(model, slot)
     for name, expert in experts.items():
         weight_name, comfy_weight_name = lora_file_names(name, len(experts) > 1)
-        save_wan_lora(output_dir, expert, weight_name=weight_name, comfy_weight_name=comfy_weight_name)
+        save_lora(output_dir, expert, family, weight_name=weight_name, comfy_weight_name=comfy_weight_name)
 
 
 def save_full_outputs(output_dir, model, slot: str, state_dict: dict | None = None) -> None:
@@ -52,9 +56,12 @@ def save_full_outputs(output_dir, model, slot: str, state_dict: dict | None = No
         expert.save_pretrained(f"{output_dir}/{name}", state_dict=expert_state)
 
 
-def register_lora_hooks(accelerator, slot: str = "transformer") -> None:
-    from diffusers import WanPipeline
+def register_lora_hooks(accelerator, family: ModelFamily, slot: str = "transformer") -> None:
+    """Save the LoRA files of ``family`` in each checkpoint, and load them back on resume (not with FSDP or
+    DeepSpeed, whose sharded states Accelerate saves itself)."""
     from peft import set_peft_model_state_dict
+
+    pipeline_class = family.pipeline_class("t2v")  # reads the diffusers LoRA file of any task
 
     if accelerator.distributed_type in SHARDED_TYPES:
         return
@@ -62,7 +69,7 @@ def register_lora_hooks(accelerator, slot: str = "transformer") -> None:
     def save_model_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             for model in models:
-                save_lora_outputs(output_dir, accelerator.unwrap_model(model), slot)
+                save_lora_outputs(output_dir, accelerator.unwrap_model(model), slot, family)
         weights.clear()  # the LoRA file is the model state: do not pickle the frozen base
 
     def load_model_hook(models, input_dir):
@@ -71,7 +78,7 @@ def register_lora_hooks(accelerator, slot: str = "transformer") -> None:
             experts = expert_modules(accelerator.unwrap_model(models.pop()), slot)
             for name, expert in experts.items():
                 weight_name, _ = lora_file_names(name, len(experts) > 1)
-                state_dict = WanPipeline.lora_state_dict(input_dir, weight_name=weight_name)
+                state_dict = pipeline_class.lora_state_dict(input_dir, weight_name=weight_name)
                 state_dict = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
                 result = set_peft_model_state_dict(expert, state_dict, adapter_name="default")
                 unexpected = getattr(result, "unexpected_keys", None)
@@ -83,6 +90,8 @@ def register_lora_hooks(accelerator, slot: str = "transformer") -> None:
 
 
 def register_full_finetune_hooks(accelerator, slot: str = "transformer") -> None:
+    """Save ``save_pretrained`` folders in each checkpoint, and load them back on resume (not with FSDP or
+    DeepSpeed, whose sharded states Accelerate saves itself)."""
     from ..safetensors_io import read_safetensors_folder
 
     if accelerator.distributed_type in SHARDED_TYPES:

@@ -1,7 +1,7 @@
 """Context parallelism for training: one sample's token sequence sharded over a group of processes.
 
-The engine is diffusers' own (``ContextParallelConfig`` and ``ModelMixin.enable_parallelism``): the hooks of
-``WanTransformer3DModel._cp_plan`` split the sequence after the patch embedding, Ulysses' all-to-all (or ring
+The engine is diffusers' own (``ContextParallelConfig`` and ``ModelMixin.enable_parallelism``): the hooks of the
+transformer's ``_cp_plan`` split the sequence after the patch embedding, Ulysses' all-to-all (or ring
 attention) makes each attention see every token, and the output is gathered before ``proj_out``. This module
 adds what training needs around it:
 
@@ -34,9 +34,8 @@ import torch
 from torch.utils.data import Sampler
 
 from ..library_internals import RING_CUDA_BACKEND, parallel_config_of, use_cpu_attention_with_lse
-from ..model_spec import WanModelSpec
+from ..models import ModelSpec, expert_modules
 from ..refusal import SettingRefused
-from .experts import expert_modules
 
 logger = logging.getLogger(__name__)
 
@@ -124,26 +123,18 @@ def check_model_supports(transformer: torch.nn.Module, layout: ParallelLayout) -
 
 
 def check_token_counts(
-    transformer: torch.nn.Module,
-    latent_shapes: list[tuple[int, ...]],
-    validation: list,
-    spec: WanModelSpec,
-    layout: ParallelLayout,
+    latent_shapes: list[tuple[int, ...]], validation: list, spec: ModelSpec, layout: ParallelLayout
 ) -> None:
     """Every latent shape of the dataset, and the size of every validation entry, must give a token count the
-    group divides: diffusers splits the sequence evenly.
+    group divides: diffusers splits the sequence evenly (tokens: the latent grid over the transformer's patch).
 
     Checked before the first step rather than at the first batch of an odd shape, which may come hours in."""
     if not layout.enabled:
         return
-    patch = next(iter(expert_modules(transformer).values())).config.patch_size
+    patch = spec.patch_size
     grids = {("dataset latents", tuple(shape[-3:])) for shape in latent_shapes}
     for entry in validation:
-        latent = (
-            (entry.num_frames - 1) // spec.vae_scale_factor_temporal + 1,
-            entry.height // spec.vae_scale_factor_spatial,
-            entry.width // spec.vae_scale_factor_spatial,
-        )
+        latent = tuple(spec.latent_shape(entry.num_frames, entry.height, entry.width)[1:])
         grids.add((f"validation {entry.height}x{entry.width}x{entry.num_frames}", latent))
     bad = []
     for source, (frames, height, width) in sorted(grids):

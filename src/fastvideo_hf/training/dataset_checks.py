@@ -9,11 +9,11 @@ with the command to run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..model_spec import WanModelSpec
+from ..dataset_card import LatentsCard
+from ..models import ModelSpec
 from ..refusal import SettingRefused
 
 # What datasets' videofolder and our sources read as videos: a folder of these needs preprocessing first.
@@ -55,12 +55,12 @@ def check_latent_folder(path: str | Path) -> None:
     )
 
 
-def dataset_model_mismatches(card: dict[str, Any] | None, model: str, spec: WanModelSpec) -> list[str]:
+def dataset_model_mismatches(card: LatentsCard | None, model: str, spec: ModelSpec) -> list[str]:
     """What in the dataset card disagrees with the model about to be trained (empty when they match)."""
     if card is None:
         return ["the dataset has no fastvideo_hf card metadata, so what made its latents is unknown"]
     problems = []
-    task = card.get("task")
+    task = card.task
     if task not in spec.tasks:
         if task == "t2v":
             problems.append(
@@ -69,28 +69,28 @@ def dataset_model_mismatches(card: dict[str, Any] | None, model: str, spec: WanM
             )
         else:
             problems.append(f"the dataset was made for task {task!r}; this model trains {'/'.join(spec.tasks)}")
-    if task == "i2v" and bool(card.get("has_image_encoder")) != (spec.image_dim is not None):
+    if task == "i2v" and bool(card.has_image_encoder) != (spec.image_dim is not None):
         problems.append(
             "the dataset's CLIP features do not fit the model: "
-            f"dataset {'has' if card.get('has_image_encoder') else 'has no'} image features, "
+            f"dataset {'has' if card.has_image_encoder else 'has no'} image features, "
             f"the model {'takes' if spec.image_dim else 'takes no'} image embeddings"
         )
-    if card.get("latent_channels") != spec.latent_channels:
-        problems.append(
-            f"latent channels: dataset {card.get('latent_channels')}, model VAE z_dim {spec.latent_channels}"
-        )
-    if card.get("text_dim") != spec.text_dim:
-        problems.append(f"text embedding size: dataset {card.get('text_dim')}, model text_dim {spec.text_dim}")
+    if card.latent_channels != spec.latent_channels:
+        problems.append(f"latent channels: dataset {card.latent_channels}, model VAE z_dim {spec.latent_channels}")
+    if card.text_dim != spec.text_dim:
+        problems.append(f"text embedding size: dataset {card.text_dim}, model text_dim {spec.text_dim}")
     for key in ("latents_mean", "latents_std"):
-        stored, expected = card.get(key), getattr(spec, key)
+        stored, expected = getattr(card, key), getattr(spec, key)
         if stored is None or len(stored) != len(expected) or not np.allclose(stored, expected, atol=1e-4):
             problems.append(f"{key} of the dataset's VAE differs from the model's")
-    if not _same_model(card.get("model"), model):
-        problems.append(f"encoded with {card.get('model')!r}, training {model!r}")
+    if not _same_model(card.model, model):
+        problems.append(f"encoded with {card.model!r}, training {model!r}")
     return problems
 
 
-def check_dataset_matches_model(card, model: str, spec: WanModelSpec, allow_mismatch: bool = False) -> list[str]:
+def check_dataset_matches_model(
+    card: LatentsCard | None, model: str, spec: ModelSpec, allow_mismatch: bool = False
+) -> list[str]:
     """Raise ``DatasetModelMismatchError`` listing every mismatch, unless ``allow_mismatch``."""
     problems = dataset_model_mismatches(card, model, spec)
     if problems and not allow_mismatch:

@@ -1,10 +1,12 @@
-"""Rectified-flow training inputs and loss for Wan, as its scheduler runs them at inference.
+"""Rectified-flow training inputs and loss, as the flow-matching scheduler of the model's pipeline runs them at
+inference.
 
 ``x_t = (1 - sigma) * x0 + sigma * noise`` and the transformer predicts the velocity ``noise - x0``; the
-timestep it is given is ``sigma * 1000``, as ``WanPipeline`` passes ``scheduler.timesteps``. Sigmas are drawn
-with diffusers' SD3 densities (uniform, logit_normal, mode) and then shifted by ``flow_shift`` with the same
-formula Wan's schedulers use (``shift * s / (1 + (shift - 1) * s)``): a shift that is parsed but never applied is
-a known bug of other trainers.
+timestep it is given is ``sigma * 1000``, as the pipeline passes ``scheduler.timesteps`` (the family's transformer
+call shapes it, e.g. per token). Sigmas are drawn with diffusers' SD3 densities (uniform, logit_normal, mode) and
+then shifted by ``flow_shift`` with the formula of diffusers' flow-matching schedulers
+(``shift * s / (1 + (shift - 1) * s)``): a shift that is parsed but never applied is a known bug of other
+trainers.
 
 Every random draw of a sample (sigma, noise, caption dropout) comes from a generator seeded by (seed, optimizer
 step, micro-step, position in the global batch): the draws do not depend on the number of processes, and a
@@ -29,12 +31,12 @@ class FlowMatchingConfig:
     mode_scale: float = 1.29
     flow_shift: float = 1.0
     caption_dropout: float = 0.0
-    min_sigma: float = 0.0  # Wan2.2 experts train on one side of the boundary: [min_sigma, max_sigma]
+    min_sigma: float = 0.0  # a two-expert model's expert trains on one side of the boundary: [min_sigma, max_sigma]
     max_sigma: float = 1.0
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
-    """Wan's timestep shift: larger ``shift`` moves training (and sampling) toward noisier sigmas."""
+    """The schedulers' timestep shift: larger ``shift`` moves training (and sampling) toward noisier sigmas."""
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 

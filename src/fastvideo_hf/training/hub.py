@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huggingface_hub import HfApi
+
+if TYPE_CHECKING:
+    from ..models import ModelFamily
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +28,9 @@ def push_model_folder(folder: str | Path, repo_id: str, token: str | None = None
     return str(repo_url)
 
 
-def push_training_output(args, lora: bool, recipe: dict, steps: int, videos: list[Path]) -> str:
-    """Write the model card of a finished training run and upload ``args.output_dir`` to ``--hub_model_id``."""
+def push_training_output(args, family: ModelFamily, lora: bool, recipe: dict, steps: int, videos: list[Path]) -> str:
+    """Write the model card of a finished training run of a ``family`` model and upload ``args.output_dir`` to
+    ``--hub_model_id``."""
     from .model_card import write_model_card
 
     repo_id = args.hub_model_id or Path(args.output_dir).resolve().name
@@ -47,5 +52,6 @@ def push_training_output(args, lora: bool, recipe: dict, steps: int, videos: lis
         video,
         prompt,
         steps,
+        family=family,
     )
     return push_model_folder(args.output_dir, repo_id, token=args.hub_token)

@@ -2,8 +2,8 @@
 
 Rows are rebuilt from their bytes/shape/dtype columns (honouring ``_dtype``, which FastVideo's loader ignores),
 latents are normalized with the VAE's ``latents_mean`` / ``latents_std`` (the stored latents are raw posterior
-means), and prompt embeddings are zero-padded to the text encoder's length exactly as ``WanPipeline`` pads them,
-so the transformer sees the same conditioning in training and at inference.
+means), and prompt embeddings are zero-padded to the text encoder's length exactly as the family's pipeline pads
+them, so the transformer sees the same conditioning in training and at inference.
 
 Batches only group rows of the same latent shape. A batch is a *global* batch (all processes together) that
 Accelerate splits across processes, so N processes see exactly the samples one process would.
@@ -17,15 +17,17 @@ import random
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from ..model_spec import WAN_MAX_SEQUENCE_LENGTH
 from ..schema import columns_to_tensor, has_tensor
 from .dataset_checks import LatentDatasetChangedError, LatentDatasetNotFoundError, check_latent_folder
+
+if TYPE_CHECKING:
+    from ..dataset_card import LatentsCard
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,8 @@ def _check_shards_match_card(folder: Path, shards: list[Path]) -> None:
 
     from ..dataset_card import read_card_metadata
 
-    card_rows = (read_card_metadata(folder) or {}).get("num_rows")
+    card = read_card_metadata(folder)
+    card_rows = None if card is None else card.num_rows
     rows = sum(pq.ParquetFile(path).metadata.num_rows for path in shards)
     if card_rows is not None and rows != card_rows:
         raise LatentDatasetChangedError(
@@ -73,7 +76,7 @@ def _check_shards_match_card(folder: Path, shards: list[Path]) -> None:
         )
 
 
-def read_dataset_card_metadata(name_or_path: str, revision: str | None = None) -> dict[str, Any] | None:
+def read_dataset_card_metadata(name_or_path: str, revision: str | None = None) -> LatentsCard | None:
     """The ``fastvideo_hf`` block of the dataset's card (local folder or Hub repo), or None without one.
 
     Raises ``LatentDatasetNotFoundError`` saying what ``name_or_path`` is instead (a missing path, a folder
@@ -122,14 +125,15 @@ def _download_hub_card(repo_id: str, revision: str | None) -> Path | None:
 
 
 class LatentDataset(Dataset):
-    """Normalized latents ``[C, T, H, W]`` and padded prompt embeddings ``[L_max, D]`` of a latent dataset."""
+    """Normalized latents ``[C, T, H, W]`` and prompt embeddings padded to ``max_sequence_length`` tokens
+    ``[L_max, D]`` (the length the model's pipeline encodes prompts to) of a latent dataset."""
 
     def __init__(
         self,
         hf_dataset,
         latents_mean: list[float],
         latents_std: list[float],
-        max_sequence_length: int = WAN_MAX_SEQUENCE_LENGTH,
+        max_sequence_length: int,
     ):
         self.tensors = TENSOR_COLUMNS + tuple(
             name for name in IMAGE_TENSOR_COLUMNS if f"{name}_bytes" in hf_dataset.column_names
@@ -160,6 +164,12 @@ class LatentDataset(Dataset):
             if has_tensor(row, name):  # first-frame latents are stored normalized, as the I2V pipeline makes them
                 item[name] = columns_to_tensor(row, name).float()
         return item
+
+
+def image_conditioning(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The image-to-video columns of a batch (none for text-to-video): the conditioning of the family's transformer
+    call."""
+    return {name: batch[name] for name in IMAGE_TENSOR_COLUMNS if name in batch}
 
 
 def collate_latents(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

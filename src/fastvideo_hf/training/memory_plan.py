@@ -1,7 +1,8 @@
-"""Will a Wan training run fit on a GPU, and which memory savers does it need? An estimate without any weights.
+"""Will a training run fit on a GPU, and which memory savers does it need? An estimate without any weights.
 
-The transformer is built from its config on the meta device (``accelerate.init_empty_weights``), so a 14B model is
-counted in a second with no weight read. Each part of the peak is a pure function of the parameter counts, the token
+The transformer is built from its config on the meta device (the family's ``meta_transformer``), so a 14B model is
+counted in a second with no weight read; the public models whose configs are kept in the code come from the
+families (``family.known_models``). Each part of the peak is a pure function of the parameter counts, the token
 count and the options; ``plan`` evaluates every combination of the memory options of the training scripts.
 
 What is exact and what is modelled:
@@ -12,13 +13,13 @@ What is exact and what is modelled:
   model), the LoRA's float32 ``lora_A`` / ``lora_B`` of every matched Linear, float32 gradients, and AdamW's
   ``exp_avg`` and ``exp_avg_sq`` (its per-parameter ``step`` is a CPU scalar). The tests check these byte for byte
   against a real model and a real AdamW step.
-- Activations are the tensors autograd saves for backward, derived term by term from diffusers'
-  ``WanTransformerBlock`` (see ``block_activation_bytes``) and checked against ``torch.autograd.graph``'s
+- Activations are the tensors autograd saves for backward, derived term by term from the family's transformer block
+  (its ``block_activation_bytes``) and checked against ``torch.autograd.graph``'s
   saved-tensor hooks on tiny models at two sizes (within 15%, measured within 7%). Those measurements run on the CPU,
   where RMSNorm saves a float32 copy of its input. On CUDA, when input and weight share a dtype (a LoRA's bf16 base,
   FSDP's bf16 parameters) and autocast leaves it alone, the fused RMSNorm may save the bf16 input instead: the
   estimate is then high by 6 bytes x hidden size per token and block (about 11% of a 14B LoRA block).
-- The rest is modelled, and named as such in ``ASSUMPTIONS``: the backward workspace of one block, what diffusers'
+- The rest is modelled, and named as such in ``assumptions``: the backward workspace of one block, what diffusers'
   group offloading and fp8 casting keep on the GPU (autograd keeps the compute-dtype copy of every weight a forward
   used until its backward, so both save memory at the peak only with gradient checkpointing), FSDP2's unsharded blocks
   in flight, context parallelism dividing every per-token tensor, and a fixed CUDA context and allocator overhead.
@@ -38,19 +39,19 @@ from pathlib import Path
 import torch
 
 from ..library_internals import layerwise_casting_layer_types
-from ..model_spec import WAN_MAX_SEQUENCE_LENGTH
-from .args import DEFAULT_LORA_TARGETS  # the training flag's default
+from ..models import FAMILIES, family_of_index, family_of_transformer_class
+from ..models.family import EXPERT_SLOTS, KnownModel, ModelFamily, has_component, transformer_blocks
 
 GIB = 1024**3
 CUDA_OVERHEAD_BYTES = GIB  # CUDA context, cuBLAS workspaces and allocator fragmentation: an assumption, not measured
-CLIP_IMAGE_TOKENS = 257  # Wan2.1 I2V: the CLIP ViT-H/14 hidden states of one 224x224 image (256 patches + class token)
 COMPUTE_BYTES = {"bf16": 2, "fp16": 2, "no": 4}  # --mixed_precision -> bytes of the activations and frozen weights
 
-ASSUMPTIONS = (
+WEIGHTS_ASSUMPTION = (
     "weights: full finetune keeps float32 master weights (train_wan.py) and AdamW; LoRA keeps the base in the "
-    "mixed-precision dtype and the LoRA, its gradients and AdamW states in float32",
-    "activations: what autograd saves, term by term from diffusers' WanTransformerBlock (validated on the CPU within "
-    "15%); text context 512 tokens, plus 257 CLIP tokens for Wan2.1 I2V",
+    "mixed-precision dtype and the LoRA, its gradients and AdamW states in float32"
+)
+# what the estimate assumes beyond the weights and the family's activations (``assumptions`` joins them)
+ASSUMPTIONS = (
     "gradient checkpointing keeps each block's input; one block is recomputed at a time during backward",
     "workspace: the backward temporaries of one block at its peak, the start of its backward (the FFN's two gradients "
     "and the residual stream's, float32 inside the block) and, under context parallelism, one all-to-all copy of "
@@ -72,59 +73,18 @@ ASSUMPTIONS = (
 )
 
 
-@dataclass(frozen=True)
-class KnownModel:
-    hub_id: str
-    config: dict  # the transformer's config.json (diffusers' scripts/convert_wan_to_diffusers.py)
-    experts: tuple[str, ...] = ("transformer",)  # Wan2.2 A14B: the high- and the low-noise expert
-    vae_scale_spatial: int = 8  # Wan2.2 TI2V-5B's VAE compresses 16x spatially
-    expand_timesteps: bool = False  # Wan2.2 TI2V-5B: one timestep, so one modulation, per token
-
-
-_WAN_14B = {
-    "patch_size": [1, 2, 2],
-    "num_attention_heads": 40,
-    "attention_head_dim": 128,
-    "in_channels": 16,
-    "out_channels": 16,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 13824,
-    "num_layers": 40,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-06,
-    "image_dim": None,
-    "added_kv_proj_dim": None,
-    "rope_max_seq_len": 1024,
-}
-_WAN_I2V_14B = {**_WAN_14B, "in_channels": 36, "image_dim": 1280, "added_kv_proj_dim": 5120}
-_A14B = ("transformer", "transformer_2")
-
-KNOWN_MODELS = {
-    "wan2.1-t2v-1.3b": KnownModel(
-        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-        {**_WAN_14B, "num_attention_heads": 12, "ffn_dim": 8960, "num_layers": 30},
-    ),
-    "wan2.1-t2v-14b": KnownModel("Wan-AI/Wan2.1-T2V-14B-Diffusers", _WAN_14B),
-    "wan2.1-i2v-14b-480p": KnownModel("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", _WAN_I2V_14B),
-    "wan2.1-i2v-14b-720p": KnownModel("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", _WAN_I2V_14B),
-    "wan2.2-t2v-a14b": KnownModel("Wan-AI/Wan2.2-T2V-A14B-Diffusers", _WAN_14B, _A14B),
-    "wan2.2-i2v-a14b": KnownModel("Wan-AI/Wan2.2-I2V-A14B-Diffusers", {**_WAN_14B, "in_channels": 36}, _A14B),
-    "wan2.2-ti2v-5b": KnownModel(
-        "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
-        {**_WAN_14B, "num_attention_heads": 24, "ffn_dim": 14336, "num_layers": 30, "in_channels": 48,
-         "out_channels": 48},
-        vae_scale_spatial=16,
-        expand_timesteps=True,
-    ),
-}  # fmt: skip
+def assumptions(family: ModelFamily) -> list[str]:
+    """What the estimate of a ``family`` model assumes, one line each: the weights, the family's activation model,
+    then ``ASSUMPTIONS``."""
+    return [WEIGHTS_ASSUMPTION, family.activation_assumption, *ASSUMPTIONS]
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What the estimate needs from a model: its transformer config and how its VAE maps pixels to latents."""
+    """What the estimate needs from a model: its family, its transformer config and how its VAE maps pixels to
+    latents."""
 
+    family: ModelFamily = field(repr=False, compare=False)
     name: str
     config: dict
     experts: tuple[str, ...]
@@ -132,13 +92,19 @@ class ModelShape:
     vae_scale_temporal: int = 4
     expand_timesteps: bool = False
 
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """The transformer's (t, h, w) patch, as its config records it (diffusers' default 1x2x2 if it does not)."""
+        return tuple(self.config.get("patch_size", (1, 2, 2)))
 
-def known_model(name: str) -> KnownModel | None:
-    """The kept config of a public Wan model, by short name or Hub id (case-insensitive)."""
+
+def known_model(name: str) -> tuple[ModelFamily, KnownModel] | None:
+    """(its family, the kept config) of a public model, by short name or Hub id (case-insensitive)."""
     lowered = name.lower()
-    for short, model in KNOWN_MODELS.items():
-        if lowered in (short, model.hub_id.lower()):
-            return model
+    for family in FAMILIES:
+        for short, model in family.known_models.items():
+            if lowered in (short, model.hub_id.lower()):
+                return family, model
     return None
 
 
@@ -150,26 +116,37 @@ def resolve_model(name_or_path: str, revision: str | None = None) -> ModelShape:
     """
     known = known_model(name_or_path)
     if known is not None:
+        family, model = known
         return ModelShape(
-            known.hub_id, known.config, known.experts, known.vae_scale_spatial, expand_timesteps=known.expand_timesteps
+            family,
+            model.hub_id,
+            model.config,
+            model.experts,
+            model.vae_scale_spatial,
+            model.vae_scale_temporal,
+            model.expand_timesteps,
         )
     folder = Path(name_or_path)
     if folder.is_dir():
         if not (folder / "model_index.json").is_file() and (folder / "config.json").is_file():
-            # a transformer folder of its own (OUT/transformer of a full finetune)
-            return ModelShape(name_or_path, _read_json(folder / "config.json"), ("transformer",), 8)
+            # a transformer folder of its own (OUT/transformer of a full finetune): its VAE is the family's default
+            config = _read_json(folder / "config.json")
+            family = family_of_transformer_class(config.get("_class_name") or "a config.json without _class_name")
+            return ModelShape(family, name_or_path, config, EXPERT_SLOTS[:1], *family.vae_scale_factors({}))
         read = lambda file, required: _read_local(folder, file, required)  # noqa: E731
     else:
         read = lambda file, required: _read_cached(name_or_path, file, revision, required)  # noqa: E731
     index = read("model_index.json", True)
-    experts = tuple(slot for slot in ("transformer", "transformer_2") if (index.get(slot) or [None])[0] is not None)
-    vae = read("vae/config.json", False) or {}
+    family = family_of_index(index, name_or_path)
+    experts = tuple(slot for slot in EXPERT_SLOTS if has_component(index, slot))
+    spatial, temporal = family.vae_scale_factors(read("vae/config.json", False) or {})
     return ModelShape(
+        family,
         name_or_path,
         read("transformer/config.json", True),
         experts,
-        vae.get("scale_factor_spatial") or 8,
-        vae.get("scale_factor_temporal") or 4,
+        spatial,
+        temporal,
         bool(index.get("expand_timesteps")),
     )
 
@@ -182,7 +159,7 @@ def _read_local(folder: Path, file: str, required: bool) -> dict | None:
     if (folder / file).is_file():
         return _read_json(folder / file)
     if required:
-        raise FileNotFoundError(f"{folder / file} not found: is {folder} a diffusers-format Wan pipeline folder?")
+        raise FileNotFoundError(f"{folder / file} not found: is {folder} a diffusers-format pipeline folder?")
     return None
 
 
@@ -208,16 +185,8 @@ def _read_cached(repo_id: str, file: str, revision: str | None, required: bool) 
 
 
 def known_names() -> str:
-    return ", ".join(KNOWN_MODELS)
-
-
-def build_meta_transformer(config: dict):
-    """A ``WanTransformer3DModel`` with every parameter on the meta device: its shapes, no memory."""
-    from accelerate import init_empty_weights
-    from diffusers import WanTransformer3DModel
-
-    with init_empty_weights():
-        return WanTransformer3DModel.from_config(config)
+    """The short names of every public model ``plan`` knows without a download, for messages."""
+    return ", ".join(name for family in FAMILIES for name in family.known_models)
 
 
 @dataclass(frozen=True)
@@ -239,7 +208,7 @@ class ParameterCounts:
 
 def lora_target_layers(model: torch.nn.Module, targets: tuple[str, ...]) -> list[str]:
     """Names of the Linears a LoRA adapts: as peft matches ``target_modules`` (the whole name, or its last dotted
-    parts, like ``training.stages.resolve_lora_targets``)."""
+    parts, like ``training.model_loading.resolve_lora_targets``)."""
     return [
         name
         for name, module in model.named_modules()
@@ -250,26 +219,28 @@ def lora_target_layers(model: torch.nn.Module, targets: tuple[str, ...]) -> list
 def count_parameters(
     model: torch.nn.Module, lora_rank: int = 0, lora_targets: tuple[str, ...] = ()
 ) -> ParameterCounts:
-    """Count the parameters of a (meta) Wan transformer and of the LoRA that ``lora_rank`` / ``lora_targets`` add."""
+    """Count the parameters of a (meta) transformer and of the LoRA that ``lora_rank`` / ``lora_targets`` add; its
+    blocks are the modules of the classes diffusers lists in its ``_repeated_blocks``."""
     layer_types = layerwise_casting_layer_types()
 
     def numel(module: torch.nn.Module) -> int:
         return sum(param.numel() for param in module.parameters())
 
     layers = [m for m in model.modules() if isinstance(m, layer_types)]
-    block = model.blocks[0]
+    blocks = transformer_blocks(model)
+    first_name, block = next(iter(blocks.items()))
     block_layers = [m for m in block.modules() if isinstance(m, layer_types)]
-    fp8, fp8_block = _fp8_counts(model)
+    fp8, fp8_block = _fp8_counts(model, block)
     targeted = lora_target_layers(model, lora_targets) if lora_rank else []
     modules = dict(model.named_modules())
     lora_sizes = {name: lora_rank * (modules[name].in_features + modules[name].out_features) for name in targeted}
-    in_block = [name.split(".", 2)[2] for name in targeted if name.startswith("blocks.0.")]
+    in_block = [name.removeprefix(f"{first_name}.") for name in targeted if name.startswith(f"{first_name}.")]
     per_block = numel(block)
     return ParameterCounts(
         total=numel(model),
-        blocks=len(model.blocks),
+        blocks=len(blocks),
         per_block=per_block,
-        non_block=numel(model) - per_block * len(model.blocks),
+        non_block=numel(model) - per_block * len(blocks),
         linear=sum(numel(m) for m in layers),
         linear_per_block=sum(numel(m) for m in block_layers),
         fp8=fp8,
@@ -280,15 +251,16 @@ def count_parameters(
     )
 
 
-def _fp8_counts(model: torch.nn.Module) -> tuple[int, int]:
-    """(parameters stored in fp8, of them in block 0) when diffusers' ``enable_layerwise_casting`` runs on ``model``:
-    run on the meta model itself (its skip patterns decide) and read back the dtypes; the model is left cast."""
+def _fp8_counts(model: torch.nn.Module, first_block: torch.nn.Module) -> tuple[int, int]:
+    """(parameters stored in fp8, of them in ``first_block``) when diffusers' ``enable_layerwise_casting`` runs on
+    ``model``: run on the meta model itself (its skip patterns decide) and read back the dtypes; the model is left
+    cast."""
     model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
 
     def fp8(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters() if p.dtype == torch.float8_e4m3fn)
 
-    return fp8(model), fp8(model.blocks[0])
+    return fp8(model), fp8(first_block)
 
 
 @dataclass(frozen=True)
@@ -301,10 +273,10 @@ class TrainingSetup:
     num_frames: int
     train_batch_size: int = 1
     rank: int = 32
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    lora_targets: tuple[str, ...] = ()  # empty: the model family's default targets (``make_plan`` fills them in)
     mixed_precision: str = "bf16"
     num_gpus: int = 1
-    expert: str | None = None  # Wan2.2 A14B: "both" trains both experts (both in memory); else one
+    expert: str | None = None  # a two-expert model: "both" trains both experts (both in memory); else one
 
 
 @dataclass(frozen=True)
@@ -362,9 +334,10 @@ class MemoryParts:
 
 
 def latent_tokens(model: ModelShape, height: int, width: int, num_frames: int) -> int:
-    """Tokens of one sample: latent frames ``(num_frames - 1) // 4 + 1`` and ``height / 8`` x ``width / 8`` latents
-    (16 for Wan2.2 TI2V-5B), patchified 1x2x2."""
-    patch_t, patch_h, patch_w = model.config.get("patch_size", (1, 2, 2))
+    """Tokens of one sample: latent frames ``(num_frames - 1) // temporal + 1`` and ``height / spatial`` x
+    ``width / spatial`` latents (the VAE's compression: 4 and 8 for Wan2.1, 16 spatial for Wan2.2 TI2V-5B),
+    patchified by the transformer's patch."""
+    patch_t, patch_h, patch_w = model.patch_size
     frames = (num_frames - 1) // model.vae_scale_temporal + 1
     return (
         (frames // patch_t)
@@ -382,7 +355,7 @@ def estimate(model: ModelShape, counts: ParameterCounts, setup: TrainingSetup, o
     lora = setup.mode == "lora"
     trainable = counts.lora if lora else counts.total
     tokens = math.ceil(latent_tokens(model, setup.height, setup.width, setup.num_frames) / options.context_parallel)
-    activation = block_activation_bytes(
+    activation = model.family.block_activation_bytes(
         model.config,
         tokens,
         setup.mode,
@@ -508,7 +481,7 @@ class Plan:
         words.append(
             "training_scripts/train_wan_lora.py" if self.setup.mode == "lora" else "training_scripts/train_wan.py"
         )
-        if len(self.model.experts) > 1:  # the scripts need --expert for Wan2.2 A14B; high and low plan alike
+        if len(self.model.experts) > 1:  # the scripts need --expert for a two-expert model; high and low plan alike
             words.append(f"--expert {self.setup.expert or 'high|low'}")
         if options.gradient_checkpointing:
             words.append("--gradient_checkpointing")
@@ -523,12 +496,15 @@ class Plan:
 
 
 def make_plan(model: ModelShape, setup: TrainingSetup, gpu_memory_gib: float) -> Plan:
-    """Evaluate every option combination for ``setup`` on GPUs of ``gpu_memory_gib``."""
+    """Evaluate every option combination for ``setup`` on GPUs of ``gpu_memory_gib`` (a setup without LoRA targets
+    takes the family's default ones)."""
     if setup.mode not in ("lora", "full"):
         raise ValueError(f"mode must be lora or full, got {setup.mode!r}")
     if setup.mixed_precision not in COMPUTE_BYTES:
         raise ValueError(f"mixed_precision must be one of {', '.join(COMPUTE_BYTES)}, got {setup.mixed_precision!r}")
-    meta = build_meta_transformer(model.config)
+    if not setup.lora_targets:
+        setup = replace(setup, lora_targets=model.family.default_lora_targets)
+    meta = model.family.meta_transformer(model.config)
     counts = count_parameters(meta, setup.rank if setup.mode == "lora" else 0, setup.lora_targets)
     if setup.mode == "lora" and counts.lora == 0:
         raise ValueError(f"--lora_target_modules {','.join(setup.lora_targets)}: no Linear of this model matches")
@@ -541,84 +517,15 @@ def make_plan(model: ModelShape, setup: TrainingSetup, gpu_memory_gib: float) ->
 
 
 def largest_fitting_frames(plan: Plan) -> int | None:
-    """When nothing fits: the most frames (4k+1, as Wan's VAE takes them) that some combination fits, or None."""
-    below = (plan.setup.num_frames - 2) // 4 * 4 + 1  # the largest 4k+1 under num_frames, whatever num_frames is
-    for frames in range(below, 0, -4):
+    """When nothing fits: the most frames (``temporal * k + 1``, as the VAE takes them) that some combination fits,
+    or None."""
+    temporal = plan.model.vae_scale_temporal
+    # the largest temporal * k + 1 under num_frames, whatever num_frames is
+    below = (plan.setup.num_frames - 2) // temporal * temporal + 1
+    for frames in range(below, 0, -temporal):
         smaller = replace(plan.setup, num_frames=frames)
         if any(
             estimate(plan.model, plan.counts, smaller, row.options).total <= plan.gpu_memory_bytes for row in plan.rows
         ):
             return frames
     return None
-
-
-def plan_to_json(plan: Plan) -> dict:
-    """The machine-readable plan (see ``tools/plan.py`` for the keys)."""
-    rows = []
-    for row in plan.rows:
-        parts = {f"{name}_bytes": value for name, value in asdict(row.parts).items()}
-        rows.append(
-            {
-                "options": asdict(row.options),
-                "description": row.options.describe(),
-                "parts": parts,
-                "allocated_bytes": row.parts.allocated,
-                "total_bytes": row.parts.total,
-                "fits": row.fits,
-            }
-        )
-    best = plan.best
-    return {
-        "model": plan.model.name,
-        "setup": asdict(plan.setup),
-        "tokens_per_sample": plan.tokens,
-        "parameters": plan.counts.total,
-        "lora_parameters": plan.counts.lora,
-        "gpu_memory_bytes": plan.gpu_memory_bytes,
-        "combinations": rows,
-        "recommended": None if best is None else plan.rows.index(best),
-        "assumptions": list(ASSUMPTIONS),
-    }
-
-
-def format_plan(plan: Plan) -> str:
-    """The table of every combination and the recommendation, as ``fastvideo-hf plan`` prints them."""
-    setup, counts = plan.setup, plan.counts
-    experts = len(plan.model.experts) if setup.expert == "both" else 1
-    trained = f"LoRA rank {setup.rank} ({counts.lora / 1e6:.1f}M parameters)" if setup.mode == "lora" else "full"
-    lines = [
-        f"{plan.model.name}: {counts.total / 1e9:.2f}B parameters x {experts} transformer(s), {counts.blocks} blocks; "
-        f"{trained}, {setup.mixed_precision}",
-        f"{setup.width}x{setup.height}x{setup.num_frames}, batch {setup.train_batch_size}: {plan.tokens:,} tokens per "
-        f"sample; {setup.num_gpus} GPU(s) of {plan.gpu_memory_bytes / GIB:g} GiB",
-        "",
-    ]
-    header = ("options", "weights", "lora", "grads", "optim", "w.copies", "activ.", "recomp.", "worksp.", "total", "")
-    table = [header]
-    for row in sorted(plan.rows, key=lambda r: (r.options.cost, r.parts.total)):
-        p = row.parts
-        values = (p.weights, p.lora, p.gradients, p.optimizer_states, p.weight_copies, p.activations, p.recompute,
-                  p.workspace, p.total)  # fmt: skip
-        table.append((row.options.describe(), *(f"{v / GIB:.1f}" for v in values), "fits" if row.fits else ""))
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for cells in table:
-        padded = [cell.rjust(width) for cell, width in zip(cells, widths, strict=True)]
-        lines.append("  ".join([cells[0].ljust(widths[0]), *padded[1:]]).rstrip())
-    lines.append(f"(GiB per GPU; total includes {CUDA_OVERHEAD_BYTES / GIB:g} GiB of CUDA context and fragmentation)")
-    lines.append("")
-    best = plan.best
-    if best is None:
-        smallest = min(plan.rows, key=lambda r: r.parts.total)
-        lines.append(
-            f"Nothing fits in {plan.gpu_memory_bytes / GIB:g} GiB: the smallest is "
-            f"{smallest.parts.total / GIB:.1f} GiB ({smallest.options.describe()})."
-        )
-        frames = largest_fitting_frames(plan)
-        if frames is not None:
-            lines.append(f"With --num_frames {frames} (or a smaller size) a combination fits; or add GPUs.")
-    else:
-        lines.append(
-            f"Recommended: {best.options.describe()} ({best.parts.total / GIB:.1f} GiB of "
-            f"{plan.gpu_memory_bytes / GIB:g}):\n  {plan.command(best.options)}"
-        )
-    return "\n".join(lines)

@@ -28,9 +28,9 @@ import logging
 import torch
 
 from ..library_internals import ddp_ignore_parameters, offload_groups, set_group_tensors
+from ..models import expert_modules
 from ..refusal import SettingRefused
 from .args import given_flags
-from .experts import expert_modules
 
 logger = logging.getLogger(__name__)
 

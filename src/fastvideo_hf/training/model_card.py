@@ -8,40 +8,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import ModelCard, ModelCardData
+
+if TYPE_CHECKING:
+    from ..models import ModelFamily
 
 logger = logging.getLogger(__name__)
 
 LOCAL_BASE_MODEL = "BASE_MODEL"  # in the usage snippet when the base model was a local folder of no known repo
-
-USAGE_LORA = """```python
-import torch
-from diffusers import WanPipeline
-from diffusers.utils import export_to_video
-
-pipe = WanPipeline.from_pretrained("{base_model}", torch_dtype=torch.bfloat16).to("cuda")
-pipe.load_lora_weights("{repo_id}")
-video = pipe("{prompt}", num_frames=81).frames[0]
-export_to_video(video, "video.mp4", fps=16)
-```
-
-For ComfyUI, load `pytorch_lora_weights_comfy.safetensors` with a LoRA loader node (original Wan key names).
-For image-to-video use `WanImageToVideoPipeline` and pass `image=`. For a Wan2.2 low-noise expert, add
-`load_into_transformer_2=True` (with `--expert both`, its file is `pytorch_lora_weights_transformer_2.safetensors`:
-pass it as `weight_name`)."""
-
-USAGE_FULL = """```python
-import torch
-from diffusers import WanPipeline, WanTransformer3DModel
-from diffusers.utils import export_to_video
-
-transformer = WanTransformer3DModel.from_pretrained("{repo_id}", subfolder="transformer", torch_dtype=torch.bfloat16)
-pipe = WanPipeline.from_pretrained("{base_model}", transformer=transformer, torch_dtype=torch.bfloat16).to("cuda")
-video = pipe("{prompt}", num_frames=81).frames[0]
-export_to_video(video, "video.mp4", fps=16)
-```"""
 
 TEMPLATE = """---
 {{ card_data }}
@@ -97,11 +73,13 @@ def write_model_card(
     validation_video: str | None = None,
     validation_prompt: str | None = None,
     validation_step: int | None = None,
+    *,
+    family: ModelFamily,
 ) -> Path:
-    """Write ``output_dir/README.md`` for a LoRA or a full finetune and return its path.
+    """Write ``output_dir/README.md`` for a LoRA or a full finetune of a ``family`` model and return its path.
 
     ``base_model`` and ``dataset`` are what training loaded (a Hub id or a local folder); only Hub ids are
-    written, a local folder is named by its folder name.
+    written, a local folder is named by its folder name. The usage lines are the family's.
     """
     prompt = validation_prompt or "a video"
     base_model_id, dataset_id = hub_model_id(base_model), hub_dataset_id(dataset)
@@ -116,11 +94,9 @@ def write_model_card(
         library_name="diffusers",
         license="apache-2.0",
         datasets=[dataset_id] if dataset_id else None,
-        tags=["text-to-video", "diffusers-training", "fastvideo-hf", "wan", "lora" if lora else "full-finetune"],
+        tags=["text-to-video", "diffusers-training", "fastvideo-hf", family.name, "lora" if lora else "full-finetune"],
     )
-    usage = (USAGE_LORA if lora else USAGE_FULL).format(
-        base_model=base_model_id or LOCAL_BASE_MODEL, repo_id=repo_id, prompt=prompt
-    )
+    usage = family.usage_snippet(base_model_id or LOCAL_BASE_MODEL, repo_id, lora, prompt)
     card = ModelCard.from_template(
         card_data,
         template_str=TEMPLATE,
@@ -129,7 +105,10 @@ def write_model_card(
         model_link=(
             f"[{base_model_id}](https://huggingface.co/{base_model_id})"
             if base_model_id
-            else f"a local Wan model (`{Path(base_model).resolve().name}`, not on the Hub: `{LOCAL_BASE_MODEL}` below)"
+            else (
+                f"a local {family.title} model (`{Path(base_model).resolve().name}`, not on the Hub: "
+                f"`{LOCAL_BASE_MODEL}` below)"
+            )
         ),
         dataset_link=(
             f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})"

@@ -1,8 +1,8 @@
 """Validation videos during training, from FastVideo's ``validation.json`` or a single prompt.
 
-Videos are generated with the stock ``WanPipeline`` around the transformer being trained (so validation shows
-what users will get), written as H.264 mp4 under ``OUT/validation/step-{N}/`` and logged to the trackers:
-wandb gets the video, tensorboard a strip of frames (its video logging needs moviepy).
+Videos are generated with the family's stock diffusers pipeline around the transformer being trained (so
+validation shows what users will get), written as H.264 mp4 under ``OUT/validation/step-{N}/`` and logged to the
+trackers: wandb gets the video, tensorboard a strip of frames (its video logging needs moviepy).
 """
 
 from __future__ import annotations
@@ -13,18 +13,21 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..model_spec import WanModelSpec
+from ..models import ModelSpec, expert_modules
 from ..refusal import SettingRefused
 from ..video_writer import write_mp4
 from ..vsa import vsa_context
 from .context_parallel import is_context_parallel
-from .experts import expert_modules
+
+if TYPE_CHECKING:
+    from ..dataset_card import LatentsCard
+    from ..models import ModelFamily
 
 logger = logging.getLogger(__name__)
 
@@ -83,26 +86,27 @@ def load_validation_entries(
     return entries
 
 
-# validation size without flags and without a dataset card that says better (Wan2.1's 480p recipe)
+# validation size without flags and without a dataset card that says better (the 480p recipe of FastVideo's Wan2.1)
 FALLBACK_VALIDATION_SIZE = (480, 832, 81)
 
 
-def most_common_video_bucket(card: dict[str, Any] | None) -> tuple[int, int, int] | None:
+def most_common_video_bucket(card: LatentsCard | None) -> tuple[int, int, int] | None:
     """(height, width, num_frames) of the dataset's most common video bucket, from its card: the rows per bucket
     of a bucketed dataset, else the one size of an older card. None when the card says neither."""
-    card = card or {}
-    videos = [bucket for bucket in card.get("bucket_rows") or [] if bucket.get("num_frames", 1) > 1]
+    if card is None:
+        return None
+    videos = [bucket for bucket in card.bucket_rows or [] if bucket.get("num_frames", 1) > 1]
     if videos:
         best = max(
             videos, key=lambda bucket: (bucket["rows"], bucket["num_frames"], bucket["height"] * bucket["width"])
         )
         return best["height"], best["width"], best["num_frames"]
-    if card.get("height") and card.get("width") and (card.get("num_frames") or 1) > 1:
-        return card["height"], card["width"], card["num_frames"]
+    if card.height and card.width and (card.num_frames or 1) > 1:
+        return card.height, card.width, card.num_frames
     return None
 
 
-def validation_size(args, card: dict[str, Any] | None) -> tuple[int, int, int]:
+def validation_size(args, card: LatentsCard | None) -> tuple[int, int, int]:
     """(height, width, num_frames) for entries that name none: the flags, else the dataset's most common video
     bucket, else 480 x 832 x 81."""
     default = most_common_video_bucket(card) or FALLBACK_VALIDATION_SIZE
@@ -111,7 +115,7 @@ def validation_size(args, card: dict[str, Any] | None) -> tuple[int, int, int]:
 
 
 @functools.lru_cache(maxsize=4)
-def _dataset_card(dataset_name: str, revision: str | None) -> dict[str, Any] | None:
+def _dataset_card(dataset_name: str, revision: str | None) -> LatentsCard | None:
     """The dataset's card metadata, for the validation size (read once per run)."""
     from .dataset_checks import LatentDatasetNotFoundError
     from .latent_dataset import read_dataset_card_metadata
@@ -122,24 +126,22 @@ def _dataset_card(dataset_name: str, revision: str | None) -> dict[str, Any] | N
         return None
 
 
-def check_validation_entries(entries: list[ValidationEntry], transformer: torch.nn.Module, spec: WanModelSpec) -> None:
-    """Refuse, before the first step, the validation sizes that Wan's pipeline would reject or quietly change at the
-    first validation, which may come hours and checkpoints in.
+def check_validation_entries(entries: list[ValidationEntry], spec: ModelSpec) -> None:
+    """Refuse, before the first step, the validation sizes that the family's pipeline would reject or quietly change
+    at the first validation, which may come hours and checkpoints in.
 
-    Height and width must be multiples of 16 (``WanPipeline.check_inputs``) and of the VAE's spatial factor times
-    the patch (the pipeline rounds others down); frames must be 4k + 1 for a 4x temporal VAE (it rounds others)."""
-    patch = next(iter(expert_modules(transformer).values())).config.patch_size
-    spatial = math.lcm(16, spec.vae_scale_factor_spatial * patch[1], spec.vae_scale_factor_spatial * patch[2])
+    Height and width must be multiples of the VAE's spatial factor times the patch (the pipeline rounds others down,
+    or refuses them); frames must be the VAE's ``temporal * k + 1`` (it rounds others)."""
+    spatial = math.lcm(*spec.spatial_multiple)
     temporal = spec.vae_scale_factor_temporal
     bad = []
     for index, entry in enumerate(entries):
         size = f"{entry.height}x{entry.width}x{entry.num_frames}"
         ok_size = min(entry.height, entry.width) >= spatial and not (entry.height % spatial or entry.width % spatial)
-        ok_frames = entry.num_frames >= 1 and entry.num_frames % temporal == 1 % temporal
-        if not (ok_size and ok_frames) or entry.num_inference_steps < 1:
+        if not (ok_size and spec.takes_frames(entry.num_frames)) or entry.num_inference_steps < 1:
             fixed = (
                 f"{max(spatial, entry.height // spatial * spatial)}x{max(spatial, entry.width // spatial * spatial)}x"
-                f"{max(1, entry.num_frames // temporal * temporal + 1)}"  # the frames WanPipeline rounds to
+                f"{max(1, entry.num_frames // temporal * temporal + 1)}"  # the frames the pipeline rounds to
             )
             steps = "" if entry.num_inference_steps >= 1 else f", {entry.num_inference_steps} inference steps"
             bad.append(f"entry {index} ({entry.caption[:40]!r}) {size}{steps} (e.g. {fixed})")
@@ -226,19 +228,25 @@ def validation_entries(args, task: str = "t2v") -> list[ValidationEntry]:
 
 
 def run_validation(
-    accelerator, args, transformer, step: int, dtype: torch.dtype, slot: str = "transformer", task: str = "t2v"
+    accelerator,
+    args,
+    transformer,
+    family: ModelFamily,
+    step: int,
+    dtype: torch.dtype,
+    slot: str = "transformer",
+    task: str = "t2v",
 ) -> list[Path]:
-    """Generate and log the validation videos of ``step`` with Wan's pipeline around ``transformer``.
+    """Generate and log the validation videos of ``step`` with ``family``'s pipeline of ``task`` around
+    ``transformer``.
 
-    ``slot`` is where the trained transformer goes (``transformer_2`` for Wan2.2's low-noise expert); image-to-
-    video uses ``WanImageToVideoPipeline`` and the entries' ``image_path``.
+    ``slot`` is where the trained transformer goes (``transformer_2`` for a two-expert model's low-noise expert);
+    image-to-video uses the family's image-to-video pipeline and the entries' ``image_path``.
 
     Call it on every process. It runs on the main process only, except with FSDP / DeepSpeed or context
     parallelism, where the transformer's forward needs every process (they generate together; only the main one
     writes).
     """
-    from diffusers import WanImageToVideoPipeline, WanPipeline
-
     from .checkpoint_hooks import SHARDED_TYPES
 
     sharded = accelerator.distributed_type in SHARDED_TYPES
@@ -248,13 +256,16 @@ def run_validation(
     entries = validation_entries(args, task)
     if not entries:
         return []
-    pipeline_class = WanImageToVideoPipeline if task == "i2v" else WanPipeline
-    pipeline = pipeline_class.from_pretrained(
-        args.pretrained_model_name_or_path,
-        revision=args.revision,
-        torch_dtype=dtype,
-        **expert_modules(accelerator.unwrap_model(transformer), slot),
-    ).to(accelerator.device)
+    pipeline = (
+        family.pipeline_class(task)
+        .from_pretrained(
+            args.pretrained_model_name_or_path,
+            revision=args.revision,
+            torch_dtype=dtype,
+            **expert_modules(accelerator.unwrap_model(transformer), slot),
+        )
+        .to(accelerator.device)
+    )
     pipeline.set_progress_bar_config(disable=True)
     was_training = transformer.training
     transformer.eval()

@@ -26,6 +26,7 @@ from ..family import (
     VideoEncoder,
     has_component,
 )
+from .memory import ACTIVATION_ASSUMPTION
 
 # WanPipeline.__call__ encodes prompts to this many tokens; the training loader pads back to it.
 MAX_SEQUENCE_LENGTH = 512
@@ -105,6 +106,7 @@ class WanFamily(ModelFamily):
     default_lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
     known_models = KNOWN_MODELS
     comfy_base_model_format = "wan"
+    activation_assumption = ACTIVATION_ASSUMPTION
 
     def read_spec(self, model: str, revision: str | None, index: dict[str, Any]) -> ModelSpec:
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -116,6 +118,7 @@ class WanFamily(ModelFamily):
         if has_component(index, "transformer"):
             transformer = WanTransformer3DModel.load_config(model, subfolder="transformer", revision=revision)
         in_channels, out_channels = transformer.get("in_channels"), transformer.get("out_channels")
+        spatial, temporal = self.vae_scale_factors(vae)
         expand_timesteps = bool(index.get("expand_timesteps"))
         if expand_timesteps:  # TI2V: the first latent frame is kept clean for I2V, noised for T2V
             tasks = ("t2v", "i2v")
@@ -126,8 +129,8 @@ class WanFamily(ModelFamily):
             pipeline_class=index.get("_class_name", "WanPipeline"),
             tasks=tasks,
             latent_channels=vae["z_dim"],
-            vae_scale_factor_temporal=vae.get("scale_factor_temporal") or 4,
-            vae_scale_factor_spatial=vae.get("scale_factor_spatial") or 8,
+            vae_scale_factor_temporal=temporal,
+            vae_scale_factor_spatial=spatial,
             latents_mean=list(vae["latents_mean"]),
             latents_std=list(vae["latents_std"]),
             vae_class=vae.get("_class_name", "AutoencoderKLWan"),
@@ -143,6 +146,10 @@ class WanFamily(ModelFamily):
             boundary_ratio=index.get("boundary_ratio"),
             has_image_encoder=has_component(index, "image_encoder"),
         )
+
+    def vae_scale_factors(self, vae_config: dict[str, Any]) -> tuple[int, int]:
+        # AutoencoderKLWan's defaults: Wan2.1's VAE (Wan2.2 TI2V-5B's config says 16 spatial)
+        return vae_config.get("scale_factor_spatial") or 8, vae_config.get("scale_factor_temporal") or 4
 
     # -- preprocessing ----------------------------------------------------------------------------------------
 
