@@ -11,8 +11,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from fastvideo_hf.tools.demo_data import write_demo_dataset  # noqa: E402
+from fastvideo_hf.preprocess.writer import write_to_folder  # noqa: E402
 from fastvideo_hf.testing import save_tiny_wan_pipeline  # noqa: E402
+from fastvideo_hf.tools.demo_data import write_demo_dataset  # noqa: E402
 
 from .helpers import NUM_DEMO_VIDEOS, make_builder  # noqa: E402
 
@@ -45,7 +46,7 @@ def demo_dir(tmp_path_factory):
 def latents_dir(tmp_path_factory, tiny_model_dir, demo_dir):
     """The demo folder preprocessed once with the Python API (3 inputs per shard)."""
     output = tmp_path_factory.mktemp("latents") / "out"
-    summary = make_builder(tiny_model_dir, data_dir=demo_dir).write_to_folder(output)
+    summary = write_to_folder(make_builder(tiny_model_dir, data_dir=demo_dir), output)
     assert summary.finalized
     return output
 

@@ -7,19 +7,26 @@ from pathlib import Path
 
 from datasets import load_dataset
 
-from fastvideo_hf.preprocess.builder import WanLatents
+from fastvideo_hf.preprocess.builder import VideoLatents
+from fastvideo_hf.preprocess.sources import HFDatasetSource, MergedFolderSource, VideoInput
 
 # Small enough for a CPU, large enough that the VAE compresses time (17 frames -> 5 latent frames).
 PREPROCESS_SETTINGS = {"height": 64, "width": 96, "num_frames": 17, "fps": 16.0}
 NUM_DEMO_VIDEOS = 6
 
 
-def make_builder(model_dir, samples_per_file=3, **overrides) -> WanLatents:
+def make_builder(model_dir, samples_per_file=3, **overrides) -> VideoLatents:
     """A T2V builder over the tiny model with the test settings; ``overrides`` name the input and any changes."""
     settings = {"task": "t2v", **PREPROCESS_SETTINGS, **overrides}
     if settings.get("data_dir") is not None:
         settings["data_dir"] = str(settings["data_dir"])
-    return WanLatents(pretrained_model_name_or_path=str(model_dir), samples_per_file=samples_per_file, **settings)
+    return VideoLatents(pretrained_model_name_or_path=str(model_dir), samples_per_file=samples_per_file, **settings)
+
+
+def every_input(source: HFDatasetSource | MergedFolderSource) -> list[VideoInput]:
+    """Every input of ``source`` as one chunk built at once: the eager listing its lazy chunk plans must match."""
+    plan = source.plan(sys.maxsize)
+    return plan[0] if len(plan) else []
 
 
 def decoded_first_frame(path, height, width, num_frames, fps):

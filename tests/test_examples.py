@@ -49,7 +49,7 @@ def training_parser(lora: bool) -> argparse.ArgumentParser:
 @functools.cache
 def preprocess_parser() -> argparse.ArgumentParser:
     """What both `fastvideo-hf preprocess` (cli.main hands it over) and `python -m fastvideo_hf.preprocess` parse."""
-    from fastvideo_hf.preprocess.__main__ import build_parser
+    from fastvideo_hf.preprocess.cli import build_parser
 
     return build_parser()
 

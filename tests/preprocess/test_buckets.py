@@ -14,8 +14,8 @@ import yaml
 from datasets import load_dataset
 from PIL import Image as PILImage
 
-from fastvideo_hf.preprocess.__main__ import main as preprocess_main
 from fastvideo_hf.preprocess.buckets import auto_resolution_buckets, choose_resolution_bucket, plan_clips
+from fastvideo_hf.preprocess.cli import main as preprocess_main
 from fastvideo_hf.schema import columns_to_tensor
 from fastvideo_hf.video_writer import write_mp4
 

@@ -10,8 +10,9 @@ import psutil
 import pytest
 import torch
 
+from fastvideo_hf.models import load_model_spec
 from fastvideo_hf.preprocess import decode_workers
-from fastvideo_hf.preprocess.encoders import WanPromptEncoder
+from fastvideo_hf.preprocess.writer import write_to_folder
 from fastvideo_hf.schema import columns_to_tensor
 
 from ..helpers import (
@@ -45,8 +46,8 @@ def test_two_decode_workers_write_the_bytes_of_in_process_decoding(tmp_path, tin
     # today's path exactly (in-process decoding, one caption per text-encoder call) against 2 workers and
     # caption batches of 2 (the 3-input shards are then encoded as batches of 2 and 1)
     in_process, workers = tmp_path / "in_process", tmp_path / "workers"
-    make_builder(tiny_model_dir, data_dir=demo_dir, num_workers=0, text_batch_size=1).write_to_folder(in_process)
-    make_builder(tiny_model_dir, data_dir=demo_dir, num_workers=2, text_batch_size=2).write_to_folder(workers)
+    write_to_folder(make_builder(tiny_model_dir, data_dir=demo_dir, num_workers=0, text_batch_size=1), in_process)
+    write_to_folder(make_builder(tiny_model_dir, data_dir=demo_dir, num_workers=2, text_batch_size=2), workers)
     expected, written = folder_bytes(in_process), folder_bytes(workers)
     assert sorted(written) == sorted(expected)
     assert len([name for name in expected if name.endswith(".parquet")]) == 2  # the other 2 chunks: bad inputs only
@@ -55,7 +56,8 @@ def test_two_decode_workers_write_the_bytes_of_in_process_decoding(tmp_path, tin
 
 
 def test_a_batch_of_captions_encodes_each_exactly_as_alone(tiny_model_dir):
-    encoder = WanPromptEncoder.from_pretrained(str(tiny_model_dir))
+    model = str(tiny_model_dir)
+    encoder = load_model_spec(model).family.prompt_encoder(model, None, "cpu", torch.float32)
     captions = ["a cat", "a dog runs along the beach at sunset", "x" * 300, "", "two   spaces", "ünïcode"]
     alone = [encoder([caption])[0] for caption in captions]
     batched = encoder(captions)
@@ -68,7 +70,7 @@ def test_a_worker_that_crashes_on_one_file_costs_that_file_only(
 ):
     monkeypatch.setattr(decode_workers, "decode_pixels", decode_or_crash)
     output = tmp_path / "out"
-    summary = make_builder(tiny_model_dir, data_dir=demo_dir, num_workers=2).write_to_folder(output)
+    summary = write_to_folder(make_builder(tiny_model_dir, data_dir=demo_dir, num_workers=2), output)
     assert summary.finalized
     skipped = [json.loads(line) for line in (output / "skipped.jsonl").read_text().splitlines()]
     crashed = [entry for entry in skipped if entry["id"] == CRASHING_FILE]

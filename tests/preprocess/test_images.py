@@ -13,14 +13,17 @@ from datasets import Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
 from fastvideo_hf.preprocess.image_decode import (
+    IMAGE_EXTENSIONS,
     ImageDecodeError,
     decode_image,
+    extension,
     image_format_of_header,
     is_animated,
-    is_image_file,
 )
 from fastvideo_hf.preprocess.sources import ANIMATED_WEBP, HFDatasetSource, MergedFolderSource
 from fastvideo_hf.preprocess.video_decode import decode_clip
+
+from ..helpers import every_input
 
 
 def upright_picture(height: int = 48, width: int = 80) -> np.ndarray:
@@ -118,8 +121,8 @@ def test_corrupt_and_missing_images_are_skipped_with_a_reason(tmp_path):
 
 
 def test_file_names_and_signatures(tmp_path):
-    assert all(is_image_file(name) for name in ("a.jpg", "b.JPEG", "c.png", "d.webp", "e.bmp"))
-    assert not any(is_image_file(name) for name in ("a.mp4", "b.gif", "c", "d.jpg.mov"))
+    assert all(extension(name) in IMAGE_EXTENSIONS for name in ("a.jpg", "b.JPEG", "c.png", "d.webp", "e.bmp"))
+    assert not any(extension(name) in IMAGE_EXTENSIONS for name in ("a.mp4", "b.gif", "c", "d.jpg.mov"))
     for fmt, suffix in (("JPEG", "jpeg"), ("PNG", "png"), ("BMP", "bmp"), ("GIF", "gif"), ("WEBP", "webp")):
         buffer = io.BytesIO()
         PILImage.fromarray(upright_picture(8, 8)).save(buffer, format=fmt)
@@ -147,7 +150,7 @@ def test_merged_folder_lists_images_and_routes_animated_files_to_video(tmp_path)
     files = {name: (tmp_path / name).read_bytes() for name in ("moving.gif", "moving.webp", "still.gif")}
     files |= {"photo.jpg": data, "cut.jpg": data[:300], "clip.mp4": None, "missing.png": None}
     source = merged_folder(tmp_path / "raw", files)
-    inputs = {item.id: item for item in source.list_inputs()}
+    inputs = {item.id: item for item in every_input(source)}
     assert {name: item.media_type for name, item in inputs.items()} == {
         "moving.gif": "video",
         "moving.webp": "video",
@@ -182,7 +185,7 @@ def test_hf_dataset_with_an_image_column_loaded_from_parquet(tmp_path):
     (tmp_path / "ds").mkdir()
     dataset.to_parquet(tmp_path / "ds" / "train.parquet")
     source = HFDatasetSource(str(tmp_path / "ds"), video_column="picture")
-    photo, gif = source.list_inputs()
+    photo, gif = every_input(source)
     assert (photo.media_type, gif.media_type) == ("image", "video")
     assert photo.file_name == "phone.jpg" and photo.captions == ["a photo"]
     assert isinstance(source.video_for(photo), bytes)
@@ -200,7 +203,7 @@ def test_imagefolder_with_metadata_jsonl_uses_its_image_column(tmp_path):
     (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     source = HFDatasetSource(str(folder))  # --video_column left at its default, "video"
     assert source.video_column == "image"
-    inputs = source.list_inputs()
+    inputs = every_input(source)
     assert [(item.file_name, item.media_type, item.captions) for item in inputs] == [
         (f"img_{index}.png", "image", [f"grey level {index}"]) for index in range(3)
     ]
@@ -220,13 +223,13 @@ def test_bytes_and_path_columns_tell_images_from_videos(tmp_path):
         folder.mkdir()
         Dataset.from_dict({"media": values, "caption": ["x", "y"]}, features=features).to_parquet(folder / "a.parquet")
         source = HFDatasetSource(str(folder), video_column="media")
-        assert [item.media_type for item in source.list_inputs()] == ["image", "video"], kind
+        assert [item.media_type for item in every_input(source)] == ["image", "video"], kind
 
 
 def test_images_become_one_frame_rows_upright_and_i2v_skips_them(tmp_path, tiny_model_dir, demo_dir):
     """A merged folder of a clip, an upright PNG and the same picture as a phone JPEG (stored turned + EXIF 6),
     through the real CLI: both pictures are 1-frame rows with the same (upright) latent; image-to-video skips them."""
-    from fastvideo_hf.preprocess.__main__ import main as preprocess_main
+    from fastvideo_hf.preprocess.cli import main as preprocess_main
     from fastvideo_hf.schema import columns_to_tensor
     from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
 

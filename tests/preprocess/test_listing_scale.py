@@ -15,6 +15,8 @@ from datasets import Dataset, Features, Value
 from fastvideo_hf.preprocess.shard_progress import listing_digest
 from fastvideo_hf.preprocess.sources import ChunkPlan, HFDatasetSource, MergedFolderSource
 
+from ..helpers import every_input
+
 
 def eager_chunks(inputs, size):
     return [inputs[start : start + size] for start in range(0, len(inputs), size)]
@@ -49,7 +51,7 @@ def merged_source(tmp_path):
 
 def test_merged_folder_plan_equals_the_eager_listing(tmp_path):
     source = merged_source(tmp_path)
-    inputs = source.list_inputs()
+    inputs = every_input(source)
     assert [item.id for item in inputs] == [
         "a.mp4",
         "entry-1",
@@ -94,7 +96,7 @@ def test_merged_folder_reads_its_metadata_once(tmp_path, monkeypatch):
     monkeypatch.setattr(MergedFolderSource, "_read_entries", lambda self: reads.append(1) or original(self))
     plan = source.plan(4)
     source.plan(2)
-    list(plan), list(plan.listing()), source.list_inputs()
+    list(plan), list(plan.listing()), every_input(source)
     assert len(reads) == 1
 
 
@@ -112,7 +114,7 @@ def hf_source(tmp_path, num_rows):
 
 def test_hf_plan_equals_the_eager_listing(tmp_path):
     source = hf_source(tmp_path, 23)
-    inputs = source.list_inputs()
+    inputs = every_input(source)
     assert [item.id for item in inputs[:2]] == ["train-00000000", "train-00000001"]
     assert [item.row_index for item in inputs] == list(range(23))
     assert [item.media_type for item in inputs[:3]] == ["image", "video", "video"]

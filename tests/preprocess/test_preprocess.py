@@ -12,9 +12,10 @@ import yaml
 from datasets import load_dataset
 from diffusers import AutoencoderKLWan, WanPipeline
 
-from fastvideo_hf.preprocess.__main__ import main as preprocess_main
+from fastvideo_hf.preprocess.cli import main as preprocess_main
 from fastvideo_hf.preprocess.frame_sampling import resize_and_center_crop
 from fastvideo_hf.preprocess.video_decode import decode_clip
+from fastvideo_hf.preprocess.writer import write_to_folder
 from fastvideo_hf.schema import columns_to_tensor
 from fastvideo_hf.tools.demo_data import write_demo_dataset
 
@@ -93,7 +94,7 @@ def test_text_embedding_equals_wan_pipeline_encode_prompt_up_to_padding(latents_
 
 def test_bfloat16_storage_halves_the_bytes_and_keeps_values(tmp_path, tiny_model_dir, demo_dir, latents_dir):
     output = tmp_path / "bf16"
-    make_builder(tiny_model_dir, data_dir=demo_dir, storage_dtype="bfloat16").write_to_folder(output)
+    write_to_folder(make_builder(tiny_model_dir, data_dir=demo_dir, storage_dtype="bfloat16"), output)
     full, half = rows_by_id(latents_dir), rows_by_id(output)
     assert full.keys() == half.keys()
     for key in full:
@@ -167,7 +168,7 @@ def test_caption_lists_pick_one_caption_per_video_reproducibly(tmp_path, tiny_mo
     (tmp_path / "videos2caption.json").write_text(json.dumps(entries))
     picks = []
     for run in range(2):
-        make_builder(tiny_model_dir, data_dir=tmp_path).write_to_folder(tmp_path / f"out{run}")
+        write_to_folder(make_builder(tiny_model_dir, data_dir=tmp_path), tmp_path / f"out{run}")
         picks.append({key: row["caption"] for key, row in rows_by_id(tmp_path / f"out{run}").items()})
     assert picks[0] == picks[1]
     for key, caption in picks[0].items():

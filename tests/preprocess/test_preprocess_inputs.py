@@ -16,8 +16,8 @@ import pytest
 import yaml
 from datasets import Dataset, Features, Value, load_dataset
 
-from fastvideo_hf.preprocess.__main__ import build_parser
-from fastvideo_hf.preprocess.__main__ import main as preprocess_main
+from fastvideo_hf.preprocess.cli import build_parser
+from fastvideo_hf.preprocess.cli import main as preprocess_main
 from fastvideo_hf.schema import columns_to_tensor
 
 from ..helpers import PREPROCESS_SETTINGS

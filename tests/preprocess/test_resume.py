@@ -11,6 +11,7 @@ import pytest
 import yaml
 from datasets import load_dataset
 
+from fastvideo_hf.preprocess.writer import write_to_folder
 from fastvideo_hf.schema import columns_to_tensor
 
 from ..helpers import NUM_DEMO_VIDEOS, make_builder, slow_preprocess_command, start_and_wait_for
@@ -52,7 +53,7 @@ def test_resume_redoes_only_unfinished_chunks(tmp_path, tiny_model_dir, demo_dir
     for name in ("README.md", "skipped.jsonl"):
         (output / name).unlink()
 
-    summary = make_builder(tiny_model_dir, data_dir=demo_dir).write_to_folder(output)
+    summary = write_to_folder(make_builder(tiny_model_dir, data_dir=demo_dir), output)
 
     assert summary.chunks_done == 2 and summary.finalized
     assert (output / "README.md").exists() and (output / "skipped.jsonl").read_text()
@@ -69,7 +70,7 @@ def test_rerun_of_a_finished_folder_loads_no_model_and_changes_nothing(
     output = tmp_path / "out"
     shutil.copytree(latents_dir, output)
     builder = make_builder(tiny_model_dir, data_dir=demo_dir)
-    summary = builder.write_to_folder(output)
+    summary = write_to_folder(builder, output)
     assert summary.chunks_done == 0 and summary.total_rows == NUM_DEMO_VIDEOS
     assert builder._encoders is None
 
@@ -78,7 +79,7 @@ def test_resume_with_different_settings_is_refused(tmp_path, tiny_model_dir, dem
     output = tmp_path / "out"
     shutil.copytree(latents_dir, output)
     with pytest.raises(ValueError, match=r"different settings \(height: 64 -> 128\)"):
-        make_builder(tiny_model_dir, data_dir=demo_dir, height=128).write_to_folder(output)
+        write_to_folder(make_builder(tiny_model_dir, data_dir=demo_dir, height=128), output)
 
 
 def test_kill_9_mid_run_then_rerun_gives_every_row_once(tmp_path, tiny_model_dir, demo_dir):
@@ -117,19 +118,19 @@ def test_resume_with_another_video_backend_is_refused(tmp_path, tiny_model_dir, 
     output = tmp_path / "out"
     shutil.copytree(latents_dir, output)
     with pytest.raises(ValueError, match=r"different settings \(video_backend: \['decord', 'pyav'\] -> \['pyav'\]\)"):
-        make_builder(tiny_model_dir, data_dir=demo_dir, video_backend="pyav").write_to_folder(output)
+        write_to_folder(make_builder(tiny_model_dir, data_dir=demo_dir, video_backend="pyav"), output)
     # a folder made before the decoder was recorded still resumes
     manifest_path = output / ".progress" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     del manifest["video_backend"]
     manifest_path.write_text(json.dumps(manifest))
-    assert make_builder(tiny_model_dir, data_dir=demo_dir).write_to_folder(output).chunks_done == 0
+    assert write_to_folder(make_builder(tiny_model_dir, data_dir=demo_dir), output).chunks_done == 0
 
 
 def test_shard_names_are_contiguous_when_a_chunk_has_no_rows(tmp_path, tiny_model_dir, demo_dir, monkeypatch):
     """One input per shard and a missing file in the middle: the shards are 00000 and 00001 of 00002, the same
     names and bytes from two processes, and a kill while they are renamed is finished by the same command."""
-    from fastvideo_hf.preprocess.__main__ import main as preprocess_main
+    from fastvideo_hf.preprocess.cli import main as preprocess_main
 
     from .test_preprocess_inputs import cli_args, demo_listing
 

@@ -7,9 +7,10 @@ import torch
 from datasets import Dataset, Features, Value, load_dataset
 
 from fastvideo_hf.preprocess.sources import HFDatasetSource, MergedFolderSource, VideoInput, choose_caption
+from fastvideo_hf.preprocess.writer import write_to_folder
 from fastvideo_hf.schema import columns_to_tensor
 
-from ..helpers import NUM_DEMO_VIDEOS, make_builder
+from ..helpers import NUM_DEMO_VIDEOS, every_input, make_builder
 
 
 def latents_by(dataset_dir, key="file_name"):
@@ -21,7 +22,7 @@ def test_videofolder_input_gives_the_same_latents_as_the_merged_folder(
     tmp_path, tiny_model_dir, demo_dir, latents_dir
 ):
     output = tmp_path / "from_videofolder"
-    summary = make_builder(tiny_model_dir, video_dataset=str(demo_dir / "videos")).write_to_folder(output)
+    summary = write_to_folder(make_builder(tiny_model_dir, video_dataset=str(demo_dir / "videos")), output)
     assert summary.total_rows == NUM_DEMO_VIDEOS
     skipped = {json.loads(line)["file_name"] for line in (output / "skipped.jsonl").read_text().splitlines()}
     # metadata.jsonl lists the bad files that exist; each is skipped, none crashes the run
@@ -51,7 +52,7 @@ def test_datasets_with_path_or_bytes_video_columns_work(tmp_path, tiny_model_dir
     builder = make_builder(
         tiny_model_dir, video_dataset=str(load_dataset_dir), video_column="clip", caption_column="text"
     )
-    builder.write_to_folder(tmp_path / "out")
+    write_to_folder(builder, tmp_path / "out")
     got, expected = latents_by(tmp_path / "out", "caption"), latents_by(latents_dir, "caption")
     assert len(got) == 2
     for name, latent in got.items():
@@ -69,11 +70,11 @@ def test_merged_folder_errors_and_entry_problems(tmp_path):
         MergedFolderSource(tmp_path)
     (tmp_path / "videos2caption.json").write_text(json.dumps({"path": "a.mp4"}))
     with pytest.raises(ValueError, match="JSON list"):
-        MergedFolderSource(tmp_path).list_inputs()
+        every_input(MergedFolderSource(tmp_path))
     entries = [{"path": "a.mp4", "cap": "one"}, {"cap": "no path"}, {"path": "b.mp4", "cap": ["two", "three"]}]
     entries += [{"path": "a.mp4", "cap": "again"}]
     (tmp_path / "videos2caption.json").write_text(json.dumps(entries))
-    inputs = MergedFolderSource(tmp_path).list_inputs()
+    inputs = every_input(MergedFolderSource(tmp_path))
     assert [item.id for item in inputs] == ["a.mp4", "entry-1", "b.mp4", "a.mp4#1"]
     assert inputs[1].problem == "metadata entry has no 'path'"
     assert inputs[2].captions == ["two", "three"]

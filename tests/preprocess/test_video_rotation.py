@@ -12,6 +12,7 @@ from diffusers import AutoencoderKLWan
 from fastvideo_hf.preprocess import video_decode
 from fastvideo_hf.preprocess.frame_sampling import resize_and_center_crop
 from fastvideo_hf.preprocess.video_decode import VideoDecodeError, available_backends, decode_clip
+from fastvideo_hf.preprocess.writer import write_to_folder
 from fastvideo_hf.schema import columns_to_tensor
 from fastvideo_hf.video_writer import write_mp4
 
@@ -98,7 +99,7 @@ def test_a_portrait_phone_clip_is_preprocessed_upright_with_either_decoder(tmp_p
     far = (sideways - upright).abs().mean()
     stored = {}
     for backend in available_backends():
-        make_builder(tiny_model_dir, data_dir=tmp_path, video_backend=backend).write_to_folder(tmp_path / backend)
+        write_to_folder(make_builder(tiny_model_dir, data_dir=tmp_path, video_backend=backend), tmp_path / backend)
         # a cache of our own: `datasets` keys a local folder's cache by its name and card, not its path or files
         (row,) = load_dataset(str(tmp_path / backend), split="train", cache_dir=str(tmp_path / "cache"))
         assert (row["width"], row["height"]) == (PREPROCESS_SETTINGS["width"], PREPROCESS_SETTINGS["height"])

@@ -102,7 +102,7 @@ def test_mixed_folder_lands_in_buckets_and_inspect_counts_rows_and_clips(tmp_pat
     from datasets import load_dataset
 
     from fastvideo_hf.dataset_card import read_card_metadata
-    from fastvideo_hf.preprocess.__main__ import main as preprocess_main
+    from fastvideo_hf.preprocess.cli import main as preprocess_main
     from fastvideo_hf.tools.dataset_summary import bucket_rows_of
     from fastvideo_hf.tools.demo_data import write_demo_dataset
 

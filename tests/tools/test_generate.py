@@ -11,11 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fastvideo_hf.preprocess.writer import write_to_folder
+from fastvideo_hf.testing import save_tiny_wan_pipeline
 from fastvideo_hf.tools.cli import build_parser as build_cli_parser
 from fastvideo_hf.tools.cli import main as cli_main
 from fastvideo_hf.tools.demo_data import write_demo_dataset
 from fastvideo_hf.tools.inference import build_pipeline
-from fastvideo_hf.testing import save_tiny_wan_pipeline
 
 from ..helpers import make_builder, run_training
 
@@ -32,7 +33,7 @@ def a14b(tmp_path_factory):
     model_dir = save_tiny_wan_pipeline(root / "model", model="wan2.2-a14b")
     write_demo_dataset(root / "videos", num_videos=4)  # one batch of 4: both experts get samples at step 1
     latents = root / "latents"
-    make_builder(model_dir, data_dir=root / "videos", height=32, width=48, num_frames=9).write_to_folder(latents)
+    write_to_folder(make_builder(model_dir, data_dir=root / "videos", height=32, width=48, num_frames=9), latents)
     loras = {}
     for expert in ("low", "both"):
         loras[expert] = root / f"lora-{expert}"

@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fastvideo_hf.preprocess.writer import write_to_folder
 from fastvideo_hf.tools.demo_data import write_demo_dataset
 
 from ..helpers import REPO, make_builder, run_training
@@ -126,7 +127,7 @@ def test_resume_with_settings_that_change_the_run_is_refused_listing_each(tmp_pa
 
     other_raw, other_data = tmp_path / "other_raw", tmp_path / "other"  # another dataset under the same flags
     write_demo_dataset(other_raw, num_videos=4, seed=3)
-    make_builder(tiny_model_dir, data_dir=other_raw).write_to_folder(other_data)
+    write_to_folder(make_builder(tiny_model_dir, data_dir=other_raw), other_data)
     result = run_training("train_wan_lora.py", tiny_model_dir, other_data, output, *flags, check=False)
     assert (
         result.returncode != 0

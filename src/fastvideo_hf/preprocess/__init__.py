@@ -1,4 +1,5 @@
-"""Videos -> Parquet: sources, decoding, frame sampling, encoders, the ``datasets`` builder and the resumable writer.
+"""Videos -> Parquet: sources, decoding, frame sampling, buckets, the ``datasets`` builder and the resumable writer.
 
-``python -m fastvideo_hf.preprocess`` (also under ``torchrun`` / ``accelerate launch``) runs ``__main__``.
+The encoders are the model family's (``models``). ``python -m fastvideo_hf.preprocess`` (also under ``torchrun`` /
+``accelerate launch``) and ``fastvideo-hf preprocess`` run ``cli``.
 """

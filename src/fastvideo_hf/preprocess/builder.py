@@ -1,21 +1,24 @@
-"""A ``datasets`` builder that turns raw videos + captions into Wan latents and prompt embeddings.
+"""A ``datasets`` builder that turns raw videos + captions into latents and prompt embeddings for finetuning.
 
-It reads like any ``datasets`` builder: ``WanLatentsConfig`` holds the knobs, ``_info`` declares the features
+It reads like any ``datasets`` builder: ``VideoLatentsConfig`` holds the knobs, ``_info`` declares the features
 (from ``schema``), ``_split_generators`` lists the inputs and cuts them into shard-sized chunks, and
-``_generate_examples`` yields ``(id, row)`` for every clip of every input. ``write_to_folder``
-hands the builder to ``writer.LatentFolderWriter``, which checks every setting it can before any weight is
-loaded and writes resumable, rank-sharded Parquet shards, ``skipped.jsonl`` and the dataset card: a folder that
-plain ``load_dataset`` reads and that can be pushed to the Hub as is.
+``_generate_examples`` yields ``(id, row)`` for every clip of every input. Everything that depends on the model
+comes from its family (``models``): ``check_model`` reads its ``ModelSpec`` (configs only) and checks the frame
+counts and sizes against it, and the prompt, video and image-conditioning encoders are the family's.
 
-An input gives one row per clip: ``plan_input`` picks its frame bucket and clip starts (``buckets``), and
-``encode_clip`` decodes one clip, fits it to its resolution bucket and encodes it, so only the frames of the clip
-being encoded are ever in memory.
+``rows(chunk, decoder)`` is the one stream of rows: inputs are planned and their captions encoded
+``text_batch_size`` at a time, then each clip is decoded (in-process, or ahead in ``decode_workers.DecodeWorkers``,
+results taken in submission order) and encoded in listing order, so the rows are the same bytes whatever the
+number of workers. ``_generate_examples`` and the resumable writer (``writer.write_to_folder``: rank-sharded
+Parquet shards, ``skipped.jsonl`` and the dataset card, a folder that plain ``load_dataset`` reads and that can
+be pushed to the Hub as is) both consume it. An input gives one row per clip: ``plan_input`` picks its frame
+bucket and clip starts (``buckets``), so only the frames of the clip being encoded are ever in memory.
 
 Usable from Python::
 
-    builder = WanLatents(task="t2v", pretrained_model_name_or_path="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-                         data_dir="my_videos", height=480, width=832, num_frames=77)
-    builder.write_to_folder("my_latents")
+    builder = VideoLatents(task="t2v", pretrained_model_name_or_path="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+                           data_dir="my_videos", height=480, width=832, num_frames=77)
+    write_to_folder(builder, "my_latents")  # from fastvideo_hf.preprocess.writer
 
 or with buckets: ``resolution_buckets="480x832,832x480,624x624", frame_buckets="1,17,33,49,81",
 frame_extraction="chunk"``.
@@ -28,13 +31,15 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, NamedTuple
 
 import datasets
 import torch
 
+from ..models import ModelSpec, family_titles, load_model_spec
+from ..models.family import ImageConditionEncoder, PromptEncoder, VideoEncoder
 from ..schema import CLIP_START_COLUMN, STORAGE_DTYPES, empty_tensor_columns, latent_features, tensor_to_columns
 from .buckets import (
     FRAME_EXTRACTIONS,
@@ -46,20 +51,11 @@ from .buckets import (
     parse_resolution_buckets,
     plan_clips,
 )
-from .decode_workers import ClipPixels, ClipSkip, PixelJob, decode_pixels, default_num_workers
-from .encoders import (
-    PipelineConfigs,
-    WanImageConditionEncoder,
-    WanPromptEncoder,
-    WanVaeEncoder,
-    load_pipeline_configs,
-)
+from .decode_workers import ClipPixels, DecodeWorkers, PixelJob, decode_pixels, default_num_workers
 from .frame_sampling import ClipTooShortError, first_frame_image
+from .input_plan import Clip, InputDone, InputPlan, RowEntry, Skipped
 from .sources import ChunkPlan, HFDatasetSource, MergedFolderSource, VideoInput, choose_caption
 from .video_decode import VideoDecodeError, read_frame_times
-
-if TYPE_CHECKING:
-    from .writer import WriteSummary
 
 logger = logging.getLogger(__name__)
 
@@ -75,40 +71,18 @@ IMAGE_FOR_I2V = "a still image has no motion to learn for image-to-video"
 NO_IMAGE_BUCKET = "no image bucket: a still image is a 1-frame row, and --frame_buckets {buckets} has no 1 (add it)"
 
 
-class SkipInput(Exception):
-    """An input (or one clip of it) that cannot be used; the message is the reason recorded in ``skipped.jsonl``.
-    ``whole_input``: the reason holds for every clip of the input, so its other clips are not tried."""
+class Encoders(NamedTuple):
+    """The model family's frozen encoders of one run (``image_condition`` only for image-to-video)."""
 
-    def __init__(self, reason: str, whole_input: bool = False):
-        super().__init__(reason)
-        self.whole_input = whole_input
-
-
-@dataclass
-class Clip:
-    """One row to make from an input: ``num_frames`` frames from ``start`` seconds."""
-
-    id: str
-    start: float
-    num_frames: int
+    prompt: PromptEncoder
+    video: VideoEncoder
+    image_condition: ImageConditionEncoder | None
 
 
 @dataclass
-class InputPlan:
-    """An input about to be encoded: its caption, its file (path or bytes) and the clips it gives
-    (``duplicate_clips``: clips not planned because they would repeat another clip's frames)."""
-
-    item: VideoInput
-    caption: str
-    source: str | bytes
-    clips: list[Clip]
-    text_embedding: torch.Tensor | None = field(default=None, repr=False)  # encoded once for all its clips
-    duplicate_clips: int = 0
-
-
-@dataclass
-class WanLatentsConfig(datasets.BuilderConfig):
-    """Knobs of a preprocessing run; the defaults are FastVideo's Wan2.1 T2V 1.3B recipe (77x480x832 at 16 fps)."""
+class VideoLatentsConfig(datasets.BuilderConfig):
+    """Knobs of a preprocessing run; the defaults are FastVideo's Wan2.1 T2V 1.3B recipe (77x480x832 at 16 fps).
+    ``fastvideo-hf preprocess`` takes its flags' defaults from these fields."""
 
     task: str = "t2v"
     pretrained_model_name_or_path: str | None = None
@@ -147,7 +121,7 @@ class WanLatentsConfig(datasets.BuilderConfig):
     num_workers: int | None = None
     text_batch_size: int = 8
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         if self.task not in ("t2v", "i2v"):
             raise ValueError(f"--task must be t2v or i2v, got {self.task!r}")
@@ -171,18 +145,14 @@ class WanLatentsConfig(datasets.BuilderConfig):
     def _check_frame_buckets(self) -> None:
         if self.frame_buckets is not None and self.num_frames is not None:
             raise ValueError("give either --num_frames (one frame bucket) or --frame_buckets, not both")
+        # the frame counts the model's VAE takes are checked by ``VideoLatents.check_model``, once it is known
         if self.frame_buckets is None:
             self.num_frames = DEFAULT_NUM_FRAMES if self.num_frames is None else self.num_frames
-            if self.num_frames < 1 or (self.num_frames - 1) % 4:
-                raise ValueError(f"--num_frames must be 4k+1 for Wan's VAE (e.g. 77 or 81), got {self.num_frames}")
             self._frame_buckets = [self.num_frames]
         else:
             buckets = self.frame_buckets
             buckets = parse_int_list(buckets, "--frame_buckets") if isinstance(buckets, str) else sorted(set(buckets))
-            wrong = [frames for frames in buckets if frames < 1 or (frames - 1) % 4]
-            if wrong or not buckets:
-                raise ValueError(f"--frame_buckets must all be 4k+1 for Wan's VAE (e.g. 1,17,33,49,81), got {wrong}")
-            if max(buckets) == 1:
+            if not buckets or max(buckets) == 1:
                 raise ValueError("--frame_buckets needs a video bucket (more than 1 frame): 1 is the image bucket")
             self._frame_buckets = buckets
         if self.frame_extraction not in FRAME_EXTRACTIONS:
@@ -291,23 +261,27 @@ class WanLatentsConfig(datasets.BuilderConfig):
         }
 
 
-class WanLatents(datasets.GeneratorBasedBuilder):
-    BUILDER_CONFIG_CLASS = WanLatentsConfig
+class VideoLatents(datasets.GeneratorBasedBuilder):
+    BUILDER_CONFIG_CLASS = VideoLatentsConfig
     DEFAULT_WRITER_BATCH_SIZE = WRITER_BATCH_SIZE
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.config.pretrained_model_name_or_path is None:
-            raise ValueError("pretrained_model_name_or_path is required (a diffusers-format Wan folder or Hub id)")
+            raise ValueError(
+                f"pretrained_model_name_or_path is required (a diffusers-format {family_titles()} pipeline folder "
+                "or Hub id)"
+            )
         self._source = None
-        self._encoders = None
+        self._spec: ModelSpec | None = None
+        self._encoders: Encoders | None = None
         self.timings: dict[str, float] = defaultdict(float)
 
     # -- the datasets builder interface ---------------------------------------------------------------------
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
-            description="Wan VAE latents and UMT5 prompt embeddings of video clips, for finetuning.",
+            description="VAE latents and prompt embeddings of video clips, for finetuning.",
             features=latent_features(self.config.task, clips=self.config.extracts_clips),
         )
 
@@ -317,24 +291,14 @@ class WanLatents(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self, chunks: list[list[VideoInput]]) -> Iterator[tuple[str, dict[str, Any]]]:
         for chunk in chunks:
-            for item in chunk:
-                try:
-                    plan = self.plan_input(item)
-                except SkipInput as reason:
-                    logger.warning("skipping %s: %s", item.file_name or item.id, reason)
-                    continue
-                for clip in plan.clips:
-                    try:
-                        yield clip.id, self.encode_clip(plan, clip)
-                    except SkipInput as reason:
-                        logger.warning("skipping %s: %s", clip.id, reason)
-                        if reason.whole_input:
-                            break
+            for _, row_id, value in self.rows(chunk):
+                if isinstance(value, dict):
+                    yield row_id, value
 
     # -- inputs -------------------------------------------------------------------------------------------
 
     @property
-    def source(self):
+    def source(self) -> HFDatasetSource | MergedFolderSource:
         if self._source is None:
             config = self.config
             if config.video_dataset is not None:
@@ -355,7 +319,52 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         rows stays small."""
         return self.source.plan(self.config.samples_per_file)
 
-    # -- encoding -----------------------------------------------------------------------------------------
+    # -- the model ------------------------------------------------------------------------------------------
+
+    def check_model(self) -> ModelSpec:
+        """The model's facts, read from its configs and checked against the settings: a wrong path, a frame count
+        its VAE does not take or a size it cannot patchify is a ``ValueError`` before any input is listed or any
+        weight loaded. With ``--max_area`` and no ``--bucket_step`` the buckets take the model's size step."""
+        config = self.config
+        spec = load_model_spec(config.pretrained_model_name_or_path, config.revision)
+        self._check_frames(spec)
+        multiple_h, multiple_w = spec.spatial_multiple
+        step = math.lcm(multiple_h, multiple_w)
+        config.use_model_size_step(step)
+        for height, width in config.resolution_bucket_list:
+            if height % multiple_h or width % multiple_w:
+                flags = "--height and --width" if config.height is not None else "resolution buckets"
+                hint = f": pass --bucket_step {math.lcm(DEFAULT_BUCKET_STEP, step)}" if config.max_area else ""
+                raise ValueError(
+                    f"{flags} must be multiples of {multiple_h}x{multiple_w} for this model "
+                    f"(VAE downsampling x patch size), got {height}x{width}{hint}"
+                )
+        self._spec = spec
+        return spec
+
+    def _check_frames(self, spec: ModelSpec) -> None:
+        """Every frame bucket is a count the model's VAE takes as is (``temporal * k + 1``); the examples in the
+        message are counts it takes."""
+        config = self.config
+        wrong = [frames for frames in config.frame_bucket_list if not spec.takes_frames(frames)]
+        if not wrong:
+            return
+        rule, vae, temporal = (
+            spec.family.frame_rule(spec),
+            f"{spec.family.title}'s VAE",
+            spec.vae_scale_factor_temporal,
+        )
+        if config.frame_buckets is None:
+            near_default = (DEFAULT_NUM_FRAMES - 1) // temporal * temporal + 1
+            examples = f"{near_default} or {near_default + temporal}"
+            raise ValueError(f"--num_frames must be {rule} for {vae} (e.g. {examples}), got {config.num_frames}")
+        examples = ",".join(str(1 + temporal * k) for k in (0, 4, 8, 12, 20))
+        raise ValueError(f"--frame_buckets must all be {rule} for {vae} (e.g. {examples}), got {wrong}")
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's ``ModelSpec``, read and checked by ``check_model`` on first use."""
+        return self._spec if self._spec is not None else self.check_model()
 
     def _device(self) -> torch.device:
         if self.config.device:
@@ -367,42 +376,95 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         return torch.device("cpu")
 
     @property
-    def encoders(self) -> tuple[WanPromptEncoder, WanVaeEncoder, WanImageConditionEncoder | None]:
-        """Loaded on first use, so a resume with nothing left to do never loads a model."""
+    def encoders(self) -> Encoders:
+        """The family's encoders, loaded on first use, so a resume with nothing left to do never loads a model."""
         if self._encoders is None:
-            config, device = self.config, self._device()
+            config, device, family = self.config, self._device(), self.spec.family
             text_dtype = config.text_encoder_dtype
             if text_dtype == "auto":
                 text_dtype = "bfloat16" if device.type == "cuda" else "float32"
             model, revision = config.pretrained_model_name_or_path, config.revision
-            vae_encoder = WanVaeEncoder.from_pretrained(model, revision, device, ENCODER_DTYPES[config.vae_dtype])
-            image_encoder = None
+            video_encoder = family.video_encoder(model, revision, device, ENCODER_DTYPES[config.vae_dtype])
+            image_condition_encoder = None
             if config.task == "i2v":
-                image_encoder = WanImageConditionEncoder.from_pretrained(
-                    model, vae_encoder.vae, revision, device, ENCODER_DTYPES[text_dtype]
+                image_condition_encoder = family.image_condition_encoder(
+                    model, video_encoder, revision, device, ENCODER_DTYPES[text_dtype]
                 )
-            self._encoders = (
-                WanPromptEncoder.from_pretrained(model, revision, device, ENCODER_DTYPES[text_dtype]),
-                vae_encoder,
-                image_encoder,
+            self._encoders = Encoders(
+                family.prompt_encoder(model, revision, device, ENCODER_DTYPES[text_dtype]),
+                video_encoder,
+                image_condition_encoder,
             )
         return self._encoders
 
-    def plan_input(self, item: VideoInput) -> InputPlan:
-        """The clips ``item`` gives (one for an image or a head clip), or ``SkipInput`` with the reason it gives
-        none. Only a video that has several frame buckets or clips to choose from is probed (its frame times
-        read, no picture decoded): a one-bucket head run decodes exactly what it did before."""
+    # -- the rows -------------------------------------------------------------------------------------------
+
+    def rows(self, chunk: list[VideoInput], decoder: DecodeWorkers | None = None) -> Iterator[RowEntry]:
+        """The rows of ``chunk`` in listing order, as ``(input, id, value)``: per input a Parquet row per clip made
+        (its clip's id), a ``Skipped`` for the input (its id) or for a clip (the clip's id, or the input's when the
+        reason holds for all its clips), then ``InputDone``. Clips are decoded in this process just before they
+        are encoded, or ahead in ``decoder``'s worker processes: the same rows either way."""
+
+        def clip_jobs() -> Iterator[tuple[tuple[VideoInput, InputPlan | Skipped, Clip | None], PixelJob | None]]:
+            for item, plan in self._planned(chunk):
+                if isinstance(plan, InputPlan):
+                    for clip in plan.clips:
+                        if plan.given_up:
+                            break
+                        yield (item, plan, clip), self.pixel_job(plan, clip)
+                yield (item, plan, None), None  # the input is done
+
+        if decoder is None:
+            decoded = ((key, None if job is None else decode_pixels(job)) for key, job in clip_jobs())
+        else:
+            decoded = decoder.imap(clip_jobs())
+        for (item, plan, clip), pixels in decoded:
+            if clip is None:
+                if isinstance(plan, Skipped):
+                    yield self._skip(item, item.id, plan)
+                    yield item, item.id, InputDone()
+                else:
+                    yield item, item.id, InputDone(plan.duplicate_clips)
+            elif plan.given_up:
+                continue  # decoded ahead before its input was given up
+            elif isinstance(pixels, Skipped):
+                plan.given_up = pixels.whole_input
+                yield self._skip(item, item.id if pixels.whole_input else clip.id, pixels)
+            else:
+                self.timings["decode"] += pixels.seconds
+                yield item, clip.id, self.encode_pixels(plan, clip, pixels)
+
+    @staticmethod
+    def _skip(item: VideoInput, skipped_id: str, skipped: Skipped) -> RowEntry:
+        """The stream's entry of a skip, logged once here for every consumer of the stream."""
+        shown = skipped_id if skipped_id != item.id else item.file_name or item.id
+        logger.warning("skipping %s: %s", shown, skipped.reason)
+        return item, skipped_id, skipped
+
+    def _planned(self, chunk: list[VideoInput]) -> Iterator[tuple[VideoInput, InputPlan | Skipped]]:
+        """Each input of ``chunk`` with its plan (or why it has none), planned and caption-encoded
+        ``text_batch_size`` inputs at a time."""
+        inputs = iter(chunk)
+        while batch := list(islice(inputs, self.config.text_batch_size)):
+            planned = [(item, self.plan_input(item)) for item in batch]
+            self.encode_captions([plan for _, plan in planned if isinstance(plan, InputPlan)])
+            yield from planned
+
+    def plan_input(self, item: VideoInput) -> InputPlan | Skipped:
+        """The clips ``item`` gives (one for an image or a head clip), or why it gives none. Only a video that has
+        several frame buckets or clips to choose from is probed (its frame times read, no picture decoded): a
+        one-bucket head run decodes exactly what it did before."""
         config = self.config
         if item.problem:
-            raise SkipInput(item.problem)
+            return Skipped(item.problem)
         caption = choose_caption(item, config.seed)
         if caption is None:
-            raise SkipInput("empty caption")
+            return Skipped("empty caption")
         if item.media_type == "image":
             if config.task == "i2v":
-                raise SkipInput(IMAGE_FOR_I2V)
+                return Skipped(IMAGE_FOR_I2V)
             if config.frame_buckets is not None and 1 not in config.frame_bucket_list:
-                raise SkipInput(NO_IMAGE_BUCKET.format(buckets=",".join(map(str, config.frame_bucket_list))))
+                return Skipped(NO_IMAGE_BUCKET.format(buckets=",".join(map(str, config.frame_bucket_list))))
             return InputPlan(item, caption, self.source.video_for(item), [Clip(item.id, 0.0, 1)])
         source = self.source.video_for(item)
         video_buckets = config.video_frame_buckets
@@ -418,7 +480,7 @@ class WanLatents(datasets.GeneratorBasedBuilder):
                 config.clips_per_video or 1,
             )
         except (VideoDecodeError, ClipTooShortError) as error:
-            raise SkipInput(str(error)) from error
+            return Skipped(str(error))
         finally:
             self.timings["decode"] += time.perf_counter() - started
         if not config.extracts_clips:  # head: the input's own id, as one clip per input always had
@@ -435,11 +497,6 @@ class WanLatents(datasets.GeneratorBasedBuilder):
             )
         return InputPlan(item, caption, source, clips, duplicate_clips=plan.duplicates)
 
-    def encode_clip(self, plan: InputPlan, clip: Clip) -> dict[str, Any]:
-        """The Parquet row of one clip of a planned input, or ``SkipInput`` with the reason it cannot be used."""
-        self.encoders  # noqa: B018 -- loaded before the clock: not counted as decoding
-        return self.encode_pixels(plan, clip, self.check_decoded(decode_pixels(self.pixel_job(plan, clip))))
-
     def pixel_job(self, plan: InputPlan, clip: Clip) -> PixelJob:
         """What decoding ``clip`` needs, as plain values a decode worker can run (``decode_workers``)."""
         config = self.config
@@ -454,56 +511,41 @@ class WanLatents(datasets.GeneratorBasedBuilder):
             bucket_no_upscale=config.bucket_no_upscale,
         )
 
-    def check_decoded(self, decoded: ClipPixels | ClipSkip) -> ClipPixels:
-        """The pixels of a decoded clip, or ``SkipInput`` with the reason it gave none."""
-        if isinstance(decoded, ClipSkip):
-            raise SkipInput(decoded.reason, decoded.whole_input)
-        self.timings["decode"] += decoded.seconds
-        return decoded
-
     def encode_captions(self, plans: list[InputPlan]) -> None:
         """Encode the captions of ``plans`` not encoded yet as one text-encoder batch (each caption is padded to
         the encoder's full length with its mask, so its embedding is the one it would get alone)."""
         plans = [plan for plan in plans if plan.text_embedding is None]
         if not plans:
             return
-        prompt_encoder = self.encoders[0]
+        prompt_encoder = self.encoders.prompt
         started = time.perf_counter()
         for plan, embedding in zip(plans, prompt_encoder([plan.caption for plan in plans]), strict=True):
             plan.text_embedding = embedding
         self.timings["text_encode"] += time.perf_counter() - started
 
     def encode_pixels(self, plan: InputPlan, clip: Clip, decoded: ClipPixels) -> dict[str, Any]:
-        """The Parquet row of ``clip`` from its decoded pixels: the encoder half of ``encode_clip``."""
+        """The Parquet row of ``clip`` from its decoded pixels and its input's caption embedding."""
         config, item = self.config, plan.item
-        prompt_encoder, vae_encoder, image_encoder = self.encoders
+        encoders = self.encoders
         pixels, height, width = decoded.pixels, decoded.height, decoded.width
-        decoded_at = time.perf_counter()
-        if plan.text_embedding is None:
-            (plan.text_embedding,) = prompt_encoder([plan.caption])
-        text_embedding = plan.text_embedding
-        text_encoded = time.perf_counter()
-        latent = vae_encoder(pixels)
+        started = time.perf_counter()
+        latent = encoders.video(pixels)
         vae_encoded = time.perf_counter()
-        self.timings["text_encode"] += text_encoded - decoded_at
-        self.timings["vae_encode"] += vae_encoded - text_encoded
+        self.timings["vae_encode"] += vae_encoded - started
         image_columns = {}
-        if image_encoder is not None:
-            first_frame_latent, clip_feature = image_encoder(first_frame_image(pixels), clip.num_frames)
-            image_columns = {
-                **tensor_to_columns("first_frame_latent", first_frame_latent, config.storage_dtype),
-                **(
-                    tensor_to_columns("clip_feature", clip_feature, config.storage_dtype)
-                    if clip_feature is not None
-                    else empty_tensor_columns("clip_feature")
-                ),
-            }
+        if encoders.image_condition is not None:
+            for name, tensor in encoders.image_condition(first_frame_image(pixels), clip.num_frames).items():
+                image_columns.update(
+                    empty_tensor_columns(name)
+                    if tensor is None
+                    else tensor_to_columns(name, tensor, config.storage_dtype)
+                )
             self.timings["image_encode"] += time.perf_counter() - vae_encoded
         is_image = item.media_type == "image"
         row = {
             "id": clip.id,
             **tensor_to_columns("vae_latent", latent, config.storage_dtype),
-            **tensor_to_columns("text_embedding", text_embedding, config.storage_dtype),
+            **tensor_to_columns("text_embedding", plan.text_embedding, config.storage_dtype),
             "file_name": item.file_name,
             "caption": plan.caption,
             "media_type": "image" if is_image else "video",
@@ -517,34 +559,3 @@ class WanLatents(datasets.GeneratorBasedBuilder):
         if config.extracts_clips:
             row[CLIP_START_COLUMN] = float(clip.start)
         return row
-
-    # -- checks and writing a Hub-ready folder ------------------------------------------------------------
-
-    def check_model(self) -> PipelineConfigs:
-        """The model's configs, checked against the frame size: a wrong path or a size the model cannot
-        patchify is a ``ValueError`` before any input is listed or any weight loaded."""
-        config = self.config
-        configs = load_pipeline_configs(config.pretrained_model_name_or_path, config.revision)
-        multiple_h, multiple_w = configs.spatial_multiple
-        step = math.lcm(multiple_h, multiple_w)
-        config.use_model_size_step(step)
-        for height, width in config.resolution_bucket_list:
-            if height % multiple_h or width % multiple_w:
-                flags = "--height and --width" if config.height is not None else "resolution buckets"
-                hint = f": pass --bucket_step {math.lcm(DEFAULT_BUCKET_STEP, step)}" if config.max_area else ""
-                raise ValueError(
-                    f"{flags} must be multiples of {multiple_h}x{multiple_w} for this model "
-                    f"(VAE downsampling x patch size), got {height}x{width}{hint}"
-                )
-        return configs
-
-    def write_to_folder(
-        self, output_dir: str | Path, rank: int = 0, world_size: int = 1, repo_id: str | None = None
-    ) -> WriteSummary:
-        """Encode this process's unfinished chunks into ``output_dir/data/`` and, when every chunk of every
-        process is done, write ``skipped.jsonl`` and the dataset card. Safe to re-run after any interruption
-        (see ``writer.LatentFolderWriter``)."""
-        from .writer import LatentFolderWriter
-
-        writer = LatentFolderWriter(self)
-        return writer.write(writer.prepare(output_dir), rank, world_size, repo_id)

@@ -1,6 +1,6 @@
 """Decoding ahead of the encoders: clips decoded, sampled and resized in worker processes.
 
-``decode_pixels(job)`` is the CPU half of ``WanLatents.encode_clip``: it decodes one clip (``video_decode`` /
+``decode_pixels(job)`` is the CPU half of making a row of a clip: it decodes one clip (``video_decode`` /
 ``image_decode``), picks its resolution bucket and resizes and crops it, from a ``PixelJob`` that holds plain
 values only, so a worker process can run it without any model. ``DecodeWorkers(n).imap(entries)`` runs the jobs
 in ``n`` worker processes while the encoders work on the main process: at most ``n + 1`` jobs are submitted ahead
@@ -32,6 +32,7 @@ import torch
 from .buckets import Bucket, TooSmallForBucketsError, choose_resolution_bucket
 from .frame_sampling import ClipTooShortError, resize_and_center_crop
 from .image_decode import ImageDecodeError, decode_image
+from .input_plan import Skipped
 from .video_decode import VideoDecodeError, decode_clip
 
 MAX_DEFAULT_WORKERS = 8
@@ -68,16 +69,8 @@ class ClipPixels:
     seconds: float  # spent decoding, sampling and resizing
 
 
-@dataclass
-class ClipSkip:
-    """A clip that cannot be used, with the reason; ``whole_input`` when no clip of its input can be."""
-
-    reason: str
-    whole_input: bool = False
-
-
-def decode_pixels(job: PixelJob) -> ClipPixels | ClipSkip:
-    """Decode, sample and resize one clip (the CPU half of ``WanLatents.encode_clip``)."""
+def decode_pixels(job: PixelJob) -> ClipPixels | Skipped:
+    """Decode, sample and resize one clip (the CPU half of ``VideoLatents.rows``), or why it cannot be used."""
     started = time.perf_counter()
     try:
         if job.is_image:
@@ -88,9 +81,9 @@ def decode_pixels(job: PixelJob) -> ClipPixels | ClipSkip:
             job.resolution_buckets, decoded.source_height, decoded.source_width, job.bucket_no_upscale
         )
     except TooSmallForBucketsError as error:
-        return ClipSkip(str(error), whole_input=True)
+        return Skipped(str(error), whole_input=True)
     except (VideoDecodeError, ClipTooShortError, ImageDecodeError) as error:
-        return ClipSkip(str(error))
+        return Skipped(str(error))
     pixels = resize_and_center_crop(decoded.frames, height, width)
     return ClipPixels(pixels, height, width, time.perf_counter() - started)
 
@@ -138,7 +131,7 @@ class DecodeWorkers:
         # looked up at call time, so a test can swap in a decoder that crashes
         return self._pool.submit(decode_pixels, job)
 
-    def imap(self, entries: Iterable[tuple[Any, PixelJob | None]]) -> Iterator[tuple[Any, ClipPixels | ClipSkip]]:
+    def imap(self, entries: Iterable[tuple[Any, PixelJob | None]]) -> Iterator[tuple[Any, ClipPixels | Skipped]]:
         """``(key, job)`` -> ``(key, result)`` in the order given; a ``None`` job passes through with ``None``.
         ``entries`` is read lazily, at most ``in_flight`` jobs ahead of the one last yielded."""
         entries = iter(entries)
@@ -169,7 +162,7 @@ class DecodeWorkers:
             self.wait_seconds += time.perf_counter() - started
             yield key, result
 
-    def _recover(self, job: PixelJob, pending: deque[list]) -> ClipPixels | ClipSkip:
+    def _recover(self, job: PixelJob, pending: deque[list]) -> ClipPixels | Skipped:
         """A worker died: run ``job`` alone to learn whether it was the one, and resubmit the other lost jobs."""
         self.crashes += 1
         self._pool.shutdown(wait=True)  # every future of the broken pool is resolved once it returns
@@ -181,7 +174,7 @@ class DecodeWorkers:
                 entry[2] = self._submit(entry[1])
         return result
 
-    def _run_alone(self, job: PixelJob) -> ClipPixels | ClipSkip:
+    def _run_alone(self, job: PixelJob) -> ClipPixels | Skipped:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
             target=_decode_alone, args=(decode_pixels, job, theirs, os.getpid()), daemon=True
@@ -196,7 +189,7 @@ class DecodeWorkers:
         finally:
             ours.close()
         process.join()
-        return ClipSkip(crash_reason(process.exitcode), whole_input=True) if result is None else result
+        return Skipped(crash_reason(process.exitcode), whole_input=True) if result is None else result
 
 
 def _start_worker(parent_pid: int) -> None:

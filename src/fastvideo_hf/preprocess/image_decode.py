@@ -55,15 +55,6 @@ def extension(name: str) -> str:
     return PurePath(name).suffix.lower().lstrip(".")
 
 
-def is_image_file(name: str) -> bool:
-    """Whether ``name`` is a still-image file by its extension (jpg, jpeg, png, webp, bmp).
-
-    A WebP may still be animated (check ``is_animated``); a GIF is not listed here because it is nearly always
-    animated: a source checks a GIF with ``is_animated`` and treats a one-frame GIF as an image.
-    """
-    return extension(name) in IMAGE_EXTENSIONS
-
-
 def is_animated(source: ImageSource) -> bool:
     """Whether ``source`` is an image file with more than one frame (an animated GIF or WebP): a video.
 
@@ -91,15 +82,6 @@ def image_format_of_header(header: bytes) -> str | None:
     if header.startswith(b"BM") and len(header) >= 6:
         return "bmp"
     return None
-
-
-def is_image_bytes(data: bytes) -> bool:
-    """Whether ``data`` opens as an image in Pillow (read from the header only); a video's bytes do not."""
-    try:
-        with _open(data):
-            return True
-    except ImageDecodeError:
-        return False
 
 
 def decode_image(source: ImageSource) -> DecodedClip:

@@ -215,10 +215,6 @@ class MergedFolderSource:
         listing = self._read_listing()
         return ChunkPlan(len(listing.names), samples_per_file, self._build, self._stream_listing)
 
-    def list_inputs(self) -> list[VideoInput]:
-        """Every input as a record (a small listing's convenience; ``plan`` is what preprocessing uses)."""
-        return self._build(0, len(self._read_listing().names))
-
     def _read_listing(self) -> _MergedListing:
         """One pass over the entries: ids, where each file is, and duplicates.
 
@@ -386,10 +382,6 @@ class HFDatasetSource:
         """Chunk ``i`` is rows ``[i * samples_per_file, (i + 1) * samples_per_file)``: nothing is read per row
         until a chunk is built, and a chunk reads only its own rows' captions, paths and first bytes."""
         return ChunkPlan(len(self.dataset), samples_per_file, self._build, self._stream_listing)
-
-    def list_inputs(self) -> list[VideoInput]:
-        """Every row as a record (a small dataset's convenience; ``plan`` is what preprocessing uses)."""
-        return self._build(0, len(self.dataset))
 
     def _rows(self, start: int, stop: int) -> tuple[list[Any], list[str | None], list[bytes | None]]:
         """Captions, paths and first bytes of rows ``[start, stop)``, read from Arrow without the media bytes."""

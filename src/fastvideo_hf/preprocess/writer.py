@@ -1,16 +1,11 @@
 """Writing a builder's rows into a Hub-ready folder that survives kill -9 and splits across processes.
 
-``LatentFolderWriter(builder)`` owns what a resumable run needs beyond encoding one input: the run's settings
+``LatentFolderWriter(builder)`` owns what a resumable run needs beyond making rows: the run's settings
 (``manifest``, which a resume must match), the Parquet shard of each chunk (``shard_progress`` moves it into
 ``OUT/data/`` and marks it done), and, once every chunk of every process is done, ``skipped.jsonl`` and the
-dataset card. ``WanLatents.write_to_folder`` is the one-call form; ``fastvideo-hf preprocess`` calls
-``prepare`` (every check that needs no weights) and ``write`` separately, so a bad setting exits before any
-model is loaded.
-
-A chunk's rows come from one stream, the same with or without decode workers: inputs are planned and their
-captions encoded ``text_batch_size`` at a time, then each clip is decoded (in-process with ``num_workers`` 0, else
-in ``decode_workers.DecodeWorkers``, results taken in submission order) and encoded in listing order, so the
-shards are byte-identical whatever the number of workers.
+dataset card. The rows themselves come from ``VideoLatents.rows``, the stream ``_generate_examples`` reads too.
+``write_to_folder(builder, OUT)`` is the one-call form; ``fastvideo-hf preprocess`` calls ``prepare`` (every
+check that needs no weights) and ``write`` separately, so a bad setting exits before any model is loaded.
 """
 
 from __future__ import annotations
@@ -19,20 +14,17 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..dataset_card import render_dataset_card, skip_reason_counts
+from ..dataset_card import LatentsCard, render_dataset_card, skip_reason_counts
 from ..library_internals import parquet_writer
-from ..model_spec import WAN_MAX_SEQUENCE_LENGTH, has_component
-from .builder import WRITER_BATCH_SIZE, InputPlan, SkipInput
-from .decode_workers import DecodeWorkers, decode_pixels
-from .encoders import load_pipeline_configs
+from .builder import WRITER_BATCH_SIZE, VideoLatents
+from .decode_workers import DecodeWorkers
+from .input_plan import InputDone, Skipped
 from .shard_progress import (
     ChunkResult,
     ShardProgress,
@@ -44,9 +36,6 @@ from .shard_progress import (
 from .sources import ChunkPlan, VideoInput
 from .video_decode import available_backends
 
-if TYPE_CHECKING:
-    from .builder import WanLatents
-
 logger = logging.getLogger(__name__)
 
 
@@ -57,14 +46,6 @@ class PreparedFolder:
     chunks: ChunkPlan
     progress: ShardProgress
     manifest: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class InputDone:
-    """``_chunk_rows``' last word on an input: every row and skip of it came before; ``duplicate_clips`` clips
-    were not made because they would have repeated another clip's frames."""
-
-    duplicate_clips: int = 0
 
 
 @dataclass
@@ -80,10 +61,20 @@ class WriteSummary:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
-class LatentFolderWriter:
-    """Writes the rows of ``builder`` (a ``WanLatents``) into a resumable, rank-sharded dataset folder."""
+def write_to_folder(
+    builder: VideoLatents, output_dir: str | Path, rank: int = 0, world_size: int = 1, repo_id: str | None = None
+) -> WriteSummary:
+    """Encode this process's unfinished chunks of ``builder``'s inputs into ``output_dir/data/`` and, when every
+    chunk of every process is done, write ``skipped.jsonl`` and the dataset card. Safe to re-run after any
+    interruption (see ``LatentFolderWriter``)."""
+    writer = LatentFolderWriter(builder)
+    return writer.write(writer.prepare(output_dir), rank, world_size, repo_id)
 
-    def __init__(self, builder: WanLatents):
+
+class LatentFolderWriter:
+    """Writes the rows of ``builder`` into a resumable, rank-sharded dataset folder."""
+
+    def __init__(self, builder: VideoLatents):
         self.builder = builder
 
     def manifest(self, chunks: ChunkPlan) -> dict[str, Any]:
@@ -169,20 +160,18 @@ class LatentFolderWriter:
         features = builder.info.features
 
         try:
-            for item, item_id, outcome in self._chunk_rows(chunk, decoder):
-                if isinstance(outcome, InputDone):
+            for item, row_id, value in builder.rows(chunk, decoder):
+                if isinstance(value, InputDone):
                     bar.update(1)
-                    if outcome.duplicate_clips:
-                        duplicates[item.id] = outcome.duplicate_clips
+                    if value.duplicate_clips:
+                        duplicates[item.id] = value.duplicate_clips
                     continue
-                if isinstance(outcome, SkipInput):
-                    skipped.append({"id": item_id, "file_name": item.file_name, "reason": str(outcome)})
-                    shown = item_id if item_id != item.id else item.file_name or item.id
-                    logger.warning("skipping %s: %s", shown, outcome)
+                if isinstance(value, Skipped):
+                    skipped.append({"id": row_id, "file_name": item.file_name, "reason": value.reason})
                     continue
-                row = outcome
-                if builder.encoders[0].truncates(row["caption"]):
-                    truncated.append(item_id)
+                row = value
+                if builder.encoders.prompt.truncates(row["caption"]):
+                    truncated.append(row_id)
                 buckets[bucket_key(row["num_frames"], row["height"], row["width"])] += 1
                 started = time.perf_counter()
                 if writer is None:
@@ -203,59 +192,6 @@ class LatentFolderWriter:
             index, shard, rows, num_bytes, file_bytes, skipped, truncated, dict(sorted(buckets.items())), duplicates
         )
 
-    def _planned(self, chunk: list[VideoInput]) -> Iterator[tuple[VideoInput, InputPlan | SkipInput]]:
-        """Each input of ``chunk`` with its plan (or why it has none), planned and caption-encoded
-        ``text_batch_size`` inputs at a time."""
-        builder, inputs = self.builder, iter(chunk)
-        while batch := list(islice(inputs, builder.config.text_batch_size)):
-            planned = []
-            for item in batch:
-                try:
-                    planned.append((item, builder.plan_input(item)))
-                except SkipInput as reason:
-                    planned.append((item, reason))
-            builder.encode_captions([plan for _, plan in planned if isinstance(plan, InputPlan)])
-            yield from planned
-
-    def _chunk_rows(
-        self, chunk: list[VideoInput], decoder: DecodeWorkers | None
-    ) -> Iterator[tuple[VideoInput, str, dict[str, Any] | SkipInput | InputDone]]:
-        """In listing order, per input: ``(item, clip id, row)`` per row, ``(item, id, SkipInput)`` per skip (the
-        input's id when the reason holds for all its clips), then ``(item, item.id, InputDone)`` once it is done."""
-        builder = self.builder
-        given_up: set[int] = set()  # id() of the plans whose remaining clips are not to be decoded
-
-        def clip_jobs():
-            for item, plan in self._planned(chunk):
-                if isinstance(plan, InputPlan):
-                    for clip in plan.clips:
-                        if id(plan) in given_up:
-                            break
-                        yield (item, plan, clip), builder.pixel_job(plan, clip)
-                yield (item, plan, None), None  # the input is done
-
-        if decoder is None:  # today's path: each clip decoded in this process just before it is encoded
-            decoded = ((key, None if job is None else decode_pixels(job)) for key, job in clip_jobs())
-        else:
-            decoded = decoder.imap(clip_jobs())
-        for (item, plan, clip), pixels in decoded:
-            if clip is None:
-                if isinstance(plan, SkipInput):
-                    yield item, item.id, plan
-                given_up.discard(id(plan))
-                yield item, item.id, InputDone(plan.duplicate_clips if isinstance(plan, InputPlan) else 0)
-                continue
-            if id(plan) in given_up:
-                continue  # decoded ahead before its input was given up
-            try:
-                row = builder.encode_pixels(plan, clip, builder.check_decoded(pixels))
-            except SkipInput as reason:
-                yield item, item.id if reason.whole_input else clip.id, reason
-                if reason.whole_input:
-                    given_up.add(id(plan))
-                continue
-            yield item, clip.id, row
-
     def _finalize(self, progress: ShardProgress, manifest: dict[str, Any], summary: WriteSummary, repo_id) -> None:
         results = progress.results()
         skipped = [item for result in results for item in result.skipped]
@@ -267,14 +203,16 @@ class LatentFolderWriter:
         if summary.total_rows == 0:
             return
         progress.name_shards_contiguously(results)  # before the card: a folder with a card has its final names
+        spec = self.builder.spec
         truncated = [item_id for result in results for item_id in result.captions_truncated]
         if truncated:
             logger.warning(
                 "%d captions (first: %s) are longer than the text encoder's %d tokens and were cut to them, as "
-                "WanPipeline cuts prompts; the card counts them as captions_truncated",
+                "%s cuts prompts; the card counts them as captions_truncated",
                 len(truncated),
                 truncated[0],
-                WAN_MAX_SEQUENCE_LENGTH,
+                spec.max_sequence_length,
+                spec.pipeline_class,
             )
         duplicates = sum(sum(result.duplicate_clips.values()) for result in results)
         if duplicates:
@@ -284,64 +222,55 @@ class LatentFolderWriter:
                 "duplicate_clips_dropped",
                 duplicates,
             )
-        metadata = self.card_metadata(manifest, results, skipped)
-        atomic_write_text(output_dir / "README.md", render_dataset_card(metadata, skipped, repo_id))
+        card = self.card(manifest, results, skipped)
+        atomic_write_text(output_dir / "README.md", render_dataset_card(card, spec.family.title, skipped, repo_id))
 
-    def card_metadata(self, manifest: dict[str, Any], results: list[ChunkResult], skipped) -> dict[str, Any]:
-        """The ``fastvideo_hf`` block of the card: what made the latents, and the counts."""
-        config = self.builder.config
-        configs = load_pipeline_configs(config.pretrained_model_name_or_path, config.revision)
-        vae_config, text_config, index = configs.vae, configs.text_encoder, configs.index
-        spatial, temporal = vae_config.get("scale_factor_spatial") or 8, vae_config.get("scale_factor_temporal") or 4
-
-        def latent_shape(num_frames: int, height: int, width: int) -> list[int]:
-            return [vae_config["z_dim"], (num_frames - 1) // temporal + 1, height // spatial, width // spatial]
-
+    def card(self, manifest: dict[str, Any], results: list[ChunkResult], skipped: list[dict[str, str]]) -> LatentsCard:
+        """The ``fastvideo_hf`` block of the card: what made the latents (the model's facts from its spec), and
+        the counts."""
+        config, spec = self.builder.config, self.builder.spec
         counts: Counter[str] = Counter()
         for result in results:
             counts.update(result.buckets)
         bucket_rows = []
         for key, rows in sorted(counts.items(), key=lambda entry: (-entry[1], entry[0])):
             num_frames, height, width = (int(part) for part in key.split("x"))
-            shape = latent_shape(num_frames, height, width)
+            shape = spec.latent_shape(num_frames, height, width)
             bucket_rows.append(
                 {"num_frames": num_frames, "height": height, "width": width, "rows": rows, "latent_shape": shape}
             )
         one_bucket = config.height is not None and config.num_frames is not None
-        return {
+        return LatentsCard(
             **{key: manifest[key] for key in ("task", "model", "revision", "source", "height", "width")},
             **{key: manifest[key] for key in ("num_frames", "fps", "storage_dtype", "seed")},
-            "vae_class": vae_config.get("_class_name", "AutoencoderKLWan"),
-            "text_encoder_class": (text_config.architectures or ["UMT5EncoderModel"])[0],
-            "latent_channels": vae_config["z_dim"],
-            # a one-bucket run's latent shape; several buckets have theirs in bucket_rows
-            "latent_shape": latent_shape(config.num_frames, config.height, config.width) if one_bucket else None,
-            "resolution_buckets": [list(bucket) for bucket in config.resolution_bucket_list],
-            "frame_buckets": list(config.frame_bucket_list),
-            "bucket_no_upscale": config.bucket_no_upscale,
-            "frame_extraction": config.frame_extraction,
-            "clips_per_video": config.clips_per_video,
-            # rows per (frames, height, width) bucket, most rows first
-            "bucket_rows": bucket_rows,
-            "latents_mean": vae_config.get("latents_mean"),
-            "latents_std": vae_config.get("latents_std"),
-            "text_dim": text_config.d_model,
-            "max_sequence_length": WAN_MAX_SEQUENCE_LENGTH,
-            "text_encoder_dtype": manifest["text_encoder_dtype"],
-            "vae_dtype": manifest["vae_dtype"],
-            "video_backend": manifest["video_backend"],
-            "num_inputs": manifest["num_inputs"],
-            "num_rows": sum(result.rows for result in results),
-            "num_skipped": len(skipped),
-            "captions_truncated": sum(len(result.captions_truncated) for result in results),
-            # clips that would have repeated another clip's frames (a video too short for its clips_per_video)
-            "duplicate_clips_dropped": sum(sum(result.duplicate_clips.values()) for result in results),
-            "num_shards": sum(1 for result in results if result.shard),
-            "num_bytes": sum(result.num_bytes for result in results),
-            "parquet_bytes": sum(result.file_bytes for result in results),
-            "skipped_reasons": skip_reason_counts(skipped),
-            "pipeline_class": index.get("_class_name"),
-            "expand_timesteps": bool(index.get("expand_timesteps")),
-            "boundary_ratio": index.get("boundary_ratio"),
-            "has_image_encoder": config.task == "i2v" and has_component(index, "image_encoder"),
-        }
+            vae_class=spec.vae_class,
+            text_encoder_class=spec.text_encoder_class,
+            latent_channels=spec.latent_channels,
+            latent_shape=spec.latent_shape(config.num_frames, config.height, config.width) if one_bucket else None,
+            resolution_buckets=[list(bucket) for bucket in config.resolution_bucket_list],
+            frame_buckets=list(config.frame_bucket_list),
+            bucket_no_upscale=config.bucket_no_upscale,
+            frame_extraction=config.frame_extraction,
+            clips_per_video=config.clips_per_video,
+            bucket_rows=bucket_rows,
+            latents_mean=spec.latents_mean,
+            latents_std=spec.latents_std,
+            text_dim=spec.prompt_embedding_dim,
+            max_sequence_length=spec.max_sequence_length,
+            text_encoder_dtype=manifest["text_encoder_dtype"],
+            vae_dtype=manifest["vae_dtype"],
+            video_backend=manifest["video_backend"],
+            num_inputs=manifest["num_inputs"],
+            num_rows=sum(result.rows for result in results),
+            num_skipped=len(skipped),
+            captions_truncated=sum(len(result.captions_truncated) for result in results),
+            duplicate_clips_dropped=sum(sum(result.duplicate_clips.values()) for result in results),
+            num_shards=sum(1 for result in results if result.shard),
+            num_bytes=sum(result.num_bytes for result in results),
+            parquet_bytes=sum(result.file_bytes for result in results),
+            skipped_reasons=skip_reason_counts(skipped),
+            pipeline_class=spec.pipeline_class,
+            expand_timesteps=spec.expand_timesteps,
+            boundary_ratio=spec.boundary_ratio,
+            has_image_encoder=config.task == "i2v" and spec.has_image_encoder,
+        )
