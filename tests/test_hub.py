@@ -90,12 +90,13 @@ def test_training_reads_the_card_of_a_hub_dataset_by_id_and_revision(tmp_path, l
 def test_the_model_card_names_the_base_model_by_hub_id_never_by_local_path(
     tmp_path, tiny_model_dir, latents_dir, caplog
 ):
+    from fastvideo_hf.models.wan.family import WAN
     from fastvideo_hf.training.model_card import write_model_card
 
     def card_for(base_model, dataset=str(latents_dir)):
         output = tmp_path / "out"
         output.mkdir(exist_ok=True)
-        return write_model_card(output, "me/wan-lora", base_model, dataset, True, {"rank": 4}).read_text()
+        return write_model_card(output, "me/wan-lora", base_model, dataset, True, {"rank": 4}, family=WAN).read_text()
 
     snapshot = tmp_path / "hf-home" / "hub" / "models--Wan-AI--Wan2.1-T2V-1.3B-Diffusers" / "snapshots" / "0123abc"
     shutil.copytree(tiny_model_dir, snapshot)
