@@ -5,11 +5,11 @@ import torch
 from diffusers import WanImageToVideoPipeline, WanPipeline
 from safetensors.torch import load_file
 
-from fastvideo_hf.model_spec import WanModelSpec
+from fastvideo_hf.models import load_model_spec
+from fastvideo_hf.preprocess.writer import write_to_folder
 from fastvideo_hf.schema import columns_to_tensor
 from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
 from fastvideo_hf.training.flow_matching import FlowMatchingConfig, sample_generators, sample_sigmas
-from fastvideo_hf.training.transformer_inputs import build_transformer_call
 
 from .helpers import PREPROCESS_SETTINGS, decoded_first_frame, make_builder, rows_by_id, run_training
 
@@ -25,7 +25,7 @@ def i2v(tmp_path_factory, demo_dir):
     for model in ("wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"):
         model_dir = save_tiny_wan_pipeline(root / f"{model}-i2v", task="i2v", model=model)
         latents = root / f"{model}-i2v-latents"
-        make_builder(model_dir, data_dir=demo_dir, task="i2v").write_to_folder(latents)
+        write_to_folder(make_builder(model_dir, data_dir=demo_dir, task="i2v"), latents)
         out[model] = (model_dir, latents)
     return out
 
@@ -45,11 +45,18 @@ def test_stored_first_frame_latent_and_clip_features_equal_the_i2v_pipelines(i2v
     assert a14b_row["clip_feature_bytes"] == b"" and a14b_row["clip_feature_shape"] == []  # no image encoder
 
 
+def build_transformer_call(spec, latents, timesteps, prompt_embeds, first_frame_latent):
+    """The family's training call of a batch whose image-to-video conditioning is ``first_frame_latent``."""
+    return spec.family.transformer_call(
+        spec, latents, timesteps, prompt_embeds, {"first_frame_latent": first_frame_latent}
+    )
+
+
 @pytest.mark.parametrize("model", ["wan2.1", "wan2.2-ti2v-5b"])
 def test_training_input_equals_the_pipelines_denoising_input(i2v, demo_dir, model):
     model_dir, _ = i2v[model]
     pipe = WanImageToVideoPipeline.from_pretrained(model_dir)
-    spec = WanModelSpec.from_pretrained(str(model_dir))
+    spec = load_model_spec(str(model_dir))
     image = decoded_first_frame(demo_dir / "videos" / "clip_0001.mp4", **PREPROCESS_SETTINGS)
     pixels = pipe.video_processor.preprocess(image, height=64, width=96)
     channels = pipe.vae.config.z_dim
@@ -98,7 +105,7 @@ def test_i2v_lora_loads_in_the_i2v_pipeline_and_changes_its_output(tmp_path, i2v
 
 def test_high_noise_expert_sees_only_timesteps_above_the_boundary_and_trains_only_transformer(tmp_path, i2v):
     model_dir, latents = i2v["wan2.2-a14b"]
-    spec = WanModelSpec.from_pretrained(str(model_dir))
+    spec = load_model_spec(str(model_dir))
     assert spec.boundary_ratio == 0.9
     for expert, (low, high) in (("high", (0.9, 1.0)), ("low", (0.0, 0.9))):
         min_sigma, max_sigma = spec.sigma_range(expert)
@@ -132,7 +139,7 @@ def test_low_noise_expert_lora_loads_into_transformer_2(tmp_path, i2v):
 def test_ti2v_trains_text_to_video_and_its_lora_loads(tmp_path, demo_dir):
     model_dir = save_tiny_wan_pipeline(tmp_path / "ti2v", task="t2v", model="wan2.2-ti2v-5b")
     latents = tmp_path / "ti2v-t2v-latents"
-    make_builder(model_dir, data_dir=demo_dir).write_to_folder(latents)
+    write_to_folder(make_builder(model_dir, data_dir=demo_dir), latents)
     output = tmp_path / "lora"
     run_training("train_wan_lora.py", model_dir, latents, output, *FLAGS, "--rank", "4")
     pipe = WanPipeline.from_pretrained(model_dir)
@@ -145,7 +152,7 @@ def test_ti2v_trains_text_to_video_and_its_lora_loads(tmp_path, demo_dir):
 
 def test_ti2v_image_to_video_training_ignores_the_given_first_frame_in_the_loss(i2v):
     model_dir, _ = i2v["wan2.2-ti2v-5b"]
-    spec = WanModelSpec.from_pretrained(str(model_dir))
+    spec = load_model_spec(str(model_dir))
     latents, first = torch.randn(2, 48, 5, 4, 6), torch.randn(2, 48, 1, 4, 6)
     call = build_transformer_call(spec, latents, torch.tensor([300.0, 800.0]), torch.zeros(2, 512, 32), first)
     assert call.loss_mask[:, :, 0].sum() == 0 and call.loss_mask[:, :, 1:].min() == 1
@@ -183,7 +190,7 @@ def test_both_experts_train_in_one_run_each_on_its_timesteps(tmp_path, i2v, scri
 
 
 def test_experts_route_each_sample_by_its_timestep(i2v):
-    from fastvideo_hf.training.experts import WanExperts
+    from fastvideo_hf.models.wan.experts import WanExperts
 
     calls = []
 

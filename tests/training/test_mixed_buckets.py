@@ -18,7 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fastvideo_hf.preprocess.__main__ import main as preprocess_main
+from fastvideo_hf.dataset_card import LatentsCard
+from fastvideo_hf.preprocess.cli import main as preprocess_main
 from fastvideo_hf.training.latent_dataset import SameShapeBatchSampler, load_latent_dataset
 from fastvideo_hf.training.validation import most_common_video_bucket
 
@@ -28,7 +29,7 @@ from .test_training_resume import kill_when
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 # Wraps a training script: every batch the process collates is appended to BATCH_LOG_DIR/rank-R.jsonl, then the
-# script runs as ``python SCRIPT`` would run it. The training stages take collate_latents from the module when
+# script runs as ``python SCRIPT`` would run it. The training modules take collate_latents from the module when
 # they are imported, which happens after the patch.
 RECORDER = """
 import json, os, runpy, sys
@@ -117,7 +118,7 @@ def test_lora_trains_over_mixed_buckets_one_shape_per_batch_and_validates_at_the
 ):
     # rows: 17x64x96 (landscape, tiny), 17x96x64 (two portraits), 9x80x80 (the short square); batches of 2
     # only work if each batch holds one shape (a mixed batch cannot be stacked)
-    assert most_common_video_bucket(card(mixed_latents)) == (64, 96, 17)
+    assert most_common_video_bucket(LatentsCard.from_metadata(card(mixed_latents))) == (64, 96, 17)
     output = tmp_path / "lora"
     flags = ["--train_batch_size", "2", "--num_train_epochs", "1", "--rank", "4", "--learning_rate", "1e-3"]
     flags += ["--validation_prompt", "a red square", "--validation_num_inference_steps", "2"]

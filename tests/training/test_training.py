@@ -12,23 +12,31 @@ from peft import LoraConfig
 from safetensors.torch import load_file
 
 from fastvideo_hf.dataset_card import read_card_metadata
-from fastvideo_hf.model_spec import WanModelSpec
+from fastvideo_hf.models import load_model_spec
+from fastvideo_hf.models.wan.family import MAX_SEQUENCE_LENGTH
+from fastvideo_hf.preprocess.writer import write_to_folder
 from fastvideo_hf.training.dataset_checks import DatasetModelMismatchError, check_dataset_matches_model
 from fastvideo_hf.training.flow_matching import FlowMatchingConfig, shift_sigmas
+from fastvideo_hf.training.held_out import held_out_loss
 from fastvideo_hf.training.latent_dataset import (
     LatentDataset,
     SameShapeBatchSampler,
     collate_latents,
     load_latent_dataset,
 )
-from fastvideo_hf.training.stages import StepInputs, compute_loss, held_out_loss
+from fastvideo_hf.training.steps import StepInputs, compute_loss
 
 from ..helpers import run_training
 
 
 def tiny_dataset(latents_dir, model_dir):
     vae_config = AutoencoderKLWan.load_config(model_dir, subfolder="vae")
-    return LatentDataset(load_latent_dataset(str(latents_dir)), vae_config["latents_mean"], vae_config["latents_std"])
+    return LatentDataset(
+        load_latent_dataset(str(latents_dir)),
+        vae_config["latents_mean"],
+        vae_config["latents_std"],
+        MAX_SEQUENCE_LENGTH,
+    )
 
 
 def test_loader_normalizes_latents_and_pads_embeddings_like_the_pipeline(latents_dir, tiny_model_dir):
@@ -75,7 +83,7 @@ def test_loss_equals_a_hand_computation(latents_dir, tiny_model_dir):
     batch = collate_latents([dataset[0], dataset[1]])
     config = FlowMatchingConfig(weighting_scheme="logit_normal", logit_mean=0.2, logit_std=1.1, flow_shift=3.0)
     config.caption_dropout = 0.5
-    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+    spec = load_model_spec(str(tiny_model_dir))
     loss = compute_loss(transformer, batch, config, StepInputs(5, 3, 1), 4, torch.float32, spec)
 
     expected_losses = []
@@ -103,7 +111,7 @@ def test_one_step_changes_exactly_the_trained_parameters(latents_dir, tiny_model
     trained = [param for param in transformer.parameters() if param.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-3, weight_decay=0.0)
     batch = collate_latents([tiny_dataset(latents_dir, tiny_model_dir)[0]])
-    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+    spec = load_model_spec(str(tiny_model_dir))
     loss = compute_loss(transformer, batch, FlowMatchingConfig(), StepInputs(0, 0, 0), 0, torch.float32, spec)
     loss.backward()
     optimizer.step()
@@ -219,7 +227,7 @@ def test_lora_output_loads_in_the_pipeline_and_unloads_cleanly(tmp_path, latents
 
 def test_a_dataset_made_for_another_model_is_refused(tmp_path, latents_dir, tiny_model_dir):
     card = read_card_metadata(latents_dir)
-    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+    spec = load_model_spec(str(tiny_model_dir))
     assert check_dataset_matches_model(card, str(tiny_model_dir), spec) == []
     with pytest.raises(DatasetModelMismatchError, match="text embedding size: dataset 32, model text_dim 4096"):
         check_dataset_matches_model(card, str(tiny_model_dir), replace(spec, text_dim=4096))
@@ -258,11 +266,11 @@ def test_training_lowers_the_held_out_loss(tmp_path, latents_dir, tiny_model_dir
 
     held_out_raw = tmp_path / "held_out_raw"
     write_demo_dataset(held_out_raw, num_videos=2, seed=11)
-    make_builder(tiny_model_dir, data_dir=held_out_raw).write_to_folder(tmp_path / "held_out")
+    write_to_folder(make_builder(tiny_model_dir, data_dir=held_out_raw), tmp_path / "held_out")
     held_out = tiny_dataset(tmp_path / "held_out", tiny_model_dir)
     sigmas = [0.2, 0.5, 0.8]
 
-    spec = WanModelSpec.from_pretrained(str(tiny_model_dir))
+    spec = load_model_spec(str(tiny_model_dir))
     base = WanTransformer3DModel.from_pretrained(tiny_model_dir, subfolder="transformer")
     before = held_out_loss(base, held_out, spec, sigmas)
     output = tmp_path / "full"
