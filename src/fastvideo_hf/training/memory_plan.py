@@ -94,7 +94,7 @@ class ModelShape:
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
-        """The transformer's (t, h, w) patch, as its config records it (diffusers' default 1x2x2 if it does not)."""
+        """The transformer's (t, h, w) patch, as its config records it (1x2x2 if the config omits it)."""
         return tuple(self.config.get("patch_size", (1, 2, 2)))
 
 

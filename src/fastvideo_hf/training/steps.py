@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 
 from ..models import ModelSpec
 from ..refusal import SettingRefused
@@ -38,7 +40,7 @@ def flow_matching_config(args: argparse.Namespace, spec: ModelSpec) -> FlowMatch
     )
 
 
-def create_optimizer(params, args: argparse.Namespace) -> torch.optim.Optimizer:
+def create_optimizer(params: Iterable[torch.nn.Parameter], args: argparse.Namespace) -> torch.optim.Optimizer:
     """AdamW over ``params`` with the run's ``--learning_rate`` and ``--adam_*`` flags."""
     return torch.optim.AdamW(
         params,
@@ -67,7 +69,7 @@ class StepInputs:
 
 
 def compute_loss(
-    transformer,
+    transformer: torch.nn.Module,
     batch: dict[str, torch.Tensor],
     config: FlowMatchingConfig,
     where: StepInputs,
@@ -93,7 +95,14 @@ def advance(state: TrainingState, epoch: int, batches_done: int, batches_per_epo
     return TrainingState(state.global_step + 1, epoch, batches_done)
 
 
-def step_logs(accelerator: Accelerator, loss, lr_scheduler, grad_norm, vsa_sparsity, progress) -> dict[str, float]:
+def step_logs(
+    accelerator: Accelerator,
+    loss: torch.Tensor,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    grad_norm: torch.Tensor | float | None,
+    vsa_sparsity: float | None,
+    progress: tqdm,
+) -> dict[str, float]:
     """What each optimizer step logs: loss (mean over processes), lr, grad norm, steps/s, VSA sparsity.
 
     A loss that is not finite stops the run here, before the step's checkpoint: once NaN the weights never recover,

@@ -11,13 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..models import expert_modules
 
+if TYPE_CHECKING:
+    from ..vsa.processor import VSAContext
 
-def setup_vsa(model: torch.nn.Module, args: argparse.Namespace) -> list:
+
+def setup_vsa(model: torch.nn.Module, args: argparse.Namespace) -> list[VSAContext]:
     """Install VSA in every trained transformer when ``--attention_backend vsa`` (before any adapter, so the
     gate can carry one); returns their contexts (empty without VSA)."""
     if args.attention_backend != "vsa":
@@ -27,7 +31,7 @@ def setup_vsa(model: torch.nn.Module, args: argparse.Namespace) -> list:
     return [enable_vsa(expert, sparsity=0.0, backend=args.vsa_backend) for expert in expert_modules(model).values()]
 
 
-def update_vsa_sparsity(contexts: list, args: argparse.Namespace, global_step: int) -> float | None:
+def update_vsa_sparsity(contexts: list[VSAContext], args: argparse.Namespace, global_step: int) -> float | None:
     """Set the sparsity of the ramp for the step after ``global_step`` steps; returns it (None without VSA).
 
     FastVideo numbers the step being taken from 1 (``step // interval`` for step 1, 2, ...): so do we, so that
