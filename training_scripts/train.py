@@ -111,6 +111,7 @@ def parse_args(
 
 
 def main(args: argparse.Namespace) -> None:
+    """One run, in the order it happens: processes, model, trained parameters, data, resume, the loop, outputs."""
     accelerator = create_accelerator(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
