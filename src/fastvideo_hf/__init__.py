@@ -16,6 +16,7 @@ _PUBLIC_NAMES = {
     "VideoLatents": "preprocess.builder",
     "VideoLatentsConfig": "preprocess.builder",
     "LatentFolderWriter": "preprocess.writer",
+    "write_to_folder": "preprocess.writer",
     "LatentDataset": "training.latent_dataset",
     "SameShapeBatchSampler": "training.latent_dataset",
     "load_latent_dataset": "training.latent_dataset",

@@ -79,7 +79,7 @@ def _steps(count: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..preprocess.__main__ import build_parser as build_preprocess_parser
+    from ..preprocess.cli import build_parser as build_preprocess_parser
 
     parser = argparse.ArgumentParser(prog="fastvideo-hf", description="Finetune Wan video models on your own videos.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "preprocess":
-        from ..preprocess.__main__ import main as preprocess_main
+        from ..preprocess.cli import main as preprocess_main
 
         return preprocess_main(argv[1:])
     args = build_parser().parse_args(argv)
