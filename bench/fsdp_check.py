@@ -1,8 +1,8 @@
 """Does a run under the shipped FSDP config equal the plain run, resume exactly, and save loadable weights?
 
 Accelerate 1.15 turns a launch config's FSDP section on only for GPU (accelerator) processes; CPU processes run
-plain DDP over gloo (``training/stages.create_accelerator`` warns). So FSDP can only be checked where a GPU is:
-this script is part (e) of ``bench/gpu_check.sh``. It runs the user's commands on a tiny Wan pipeline and demo
+plain DDP over gloo (``training/accelerator_setup.create_accelerator`` warns). So FSDP can only be checked where a
+GPU is: this script is part (e) of ``bench/gpu_check.sh``. It runs the user's commands on a tiny Wan pipeline and demo
 latents (made here, offline), for the full finetune and the LoRA script:
 
 1. the reference: ``accelerate launch --num_processes N`` without FSDP (``ddp.yaml`` for N > 1), 4 steps;

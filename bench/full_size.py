@@ -41,7 +41,7 @@ from typing import Any
 
 import harness
 
-from fastvideo_hf.training.memory_plan import KNOWN_MODELS
+from fastvideo_hf.models.wan.family import KNOWN_MODELS
 
 VENV_BIN = Path(sys.executable).parent
 GIB = 1024**3

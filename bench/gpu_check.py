@@ -3,8 +3,8 @@
 ``bash bench/gpu_check.sh`` runs this on one H100/H200 in under 10 minutes (it installs what it needs first);
 ``bash bench/gpu_check.sh --dry-run`` runs the same code at tiny sizes on the CPU, and ``tests/test_gpu_check.py``
 runs that dry run, so this script cannot rot while no GPU is at hand. Four parts, each with the project's own code
-(``vsa_attention``, ``enable_vsa``, ``stages.compute_loss`` and the optimizer/LoRA helpers the training scripts
-call, ``memory_savers.place_frozen_weights``, the ``WanLatents`` preprocessing builder):
+(``vsa_attention``, ``enable_vsa``, ``steps.compute_loss`` and the optimizer/LoRA helpers the training scripts
+call, ``memory_savers.place_frozen_weights``, the ``VideoLatents`` preprocessing builder):
 
 (a) VSA forward and forward+backward against dense SDPA (FlashAttention on a GPU in bf16) at sparsity 0.875 and 0.9
     for 31,200 tokens (Wan2.1 1.3B at 480x832x77: a 20x30x52 grid) and 75,600 tokens (720x1280x81: 21x45x80), 12
@@ -64,7 +64,7 @@ import harness
 import torch
 import torch.nn.functional as F
 
-from fastvideo_hf.training.memory_plan import KNOWN_MODELS
+from fastvideo_hf.models.wan.family import KNOWN_MODELS, WAN
 
 GIB = 1024**3
 MEMORY_GOAL_BYTES = 24 * GIB  # a 24 GB card (RTX 4090, L4 class) holds 24 GiB
@@ -403,11 +403,11 @@ def training_args(setup: StepSetup) -> argparse.Namespace:
 
 
 def model_spec(config: dict[str, Any], folder: Path):
-    """``WanModelSpec`` of a T2V pipeline with this transformer and the Wan2.1 VAE, read back from config files as
+    """``ModelSpec`` of a T2V pipeline with this transformer and the Wan2.1 VAE, read back from config files as
     the training scripts read it. The models are built on the meta device: only their configs are written."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-    from fastvideo_hf.model_spec import WanModelSpec
+    from fastvideo_hf.models import load_model_spec
 
     with torch.device("meta"):
         WanTransformer3DModel(**config).save_config(folder / "transformer")
@@ -418,7 +418,7 @@ def model_spec(config: dict[str, Any], folder: Path):
         "vae": ["diffusers", "AutoencoderKLWan"],
     }
     (folder / "model_index.json").write_text(json.dumps(index))
-    return WanModelSpec.from_pretrained(str(folder))
+    return load_model_spec(str(folder))
 
 
 def spec_folder(check: Check, config: dict[str, Any]) -> Path:
@@ -440,7 +440,8 @@ def prepare_step(check: Check, config: dict[str, Any], setup: StepSetup):
     from peft import LoraConfig
 
     from fastvideo_hf.training.memory_savers import base_weights_device, place_frozen_weights
-    from fastvideo_hf.training.stages import create_optimizer, resolve_lora_targets
+    from fastvideo_hf.training.model_loading import resolve_lora_targets
+    from fastvideo_hf.training.steps import create_optimizer
     from fastvideo_hf.vsa import enable_vsa
 
     args = training_args(setup)
@@ -452,7 +453,7 @@ def prepare_step(check: Check, config: dict[str, Any], setup: StepSetup):
     if setup.vsa_sparsity is not None:
         enable_vsa(transformer, sparsity=setup.vsa_sparsity, backend=args.vsa_backend)
     if setup.lora:
-        targets = resolve_lora_targets(transformer, args.lora_target_modules.split(","))
+        targets = resolve_lora_targets(transformer, list(WAN.default_lora_targets))
         if setup.vsa_sparsity is not None:
             targets.append("to_gate_compress")
         config_lora = LoraConfig(
@@ -472,7 +473,7 @@ def measure_steps(check: Check, config: dict[str, Any], setup: StepSetup, steps:
     """``steps`` training steps (``compute_loss``, backward, clipping, AdamW) on one random 480x832x81 batch;
     records the last step's seconds, the first's, and the peak memory of the steps."""
     from fastvideo_hf.training.flow_matching import FlowMatchingConfig
-    from fastvideo_hf.training.stages import StepInputs, compute_loss
+    from fastvideo_hf.training.steps import StepInputs, compute_loss
 
     spec = model_spec(config, spec_folder(check, config))
     transformer, parameters, optimizer, weight_dtype, args = prepare_step(check, config, setup)
@@ -610,8 +611,9 @@ def write_videos(folder: Path, height: int, width: int, frames: int, count: int)
 def part_preprocess(check: Check) -> list[Row]:
     """(c): the whole ``write_to_folder`` of the builder (decode, text, VAE, Parquet, card), encoders loaded before
     the clock, once without and once with decode workers."""
-    from fastvideo_hf.preprocess.builder import WanLatents
+    from fastvideo_hf.preprocess.builder import VideoLatents
     from fastvideo_hf.preprocess.decode_workers import default_num_workers
+    from fastvideo_hf.preprocess.writer import write_to_folder
 
     sizes, rows = check.sizes, []
     height, width, frames = sizes.video
@@ -622,7 +624,7 @@ def part_preprocess(check: Check) -> list[Row]:
         def measure(row: Row, num_workers: int = num_workers) -> None:
             output = check.work_dir / f"latents-workers{num_workers}"
             shutil.rmtree(output, ignore_errors=True)
-            builder = WanLatents(
+            builder = VideoLatents(
                 task="t2v",
                 pretrained_model_name_or_path=str(model),
                 data_dir=str(videos),
@@ -639,7 +641,7 @@ def part_preprocess(check: Check) -> list[Row]:
             builder.encoders[1](torch.zeros(3, frames, height, width))
             with GpuUtilisation(check.device) as utilisation:
                 started = time.perf_counter()
-                summary = builder.write_to_folder(output)
+                summary = write_to_folder(builder, output)
                 wall = time.perf_counter() - started
             if summary.rows_written != sizes.num_videos:
                 raise RuntimeError(f"preprocessing wrote {summary.rows_written} of {sizes.num_videos} rows")

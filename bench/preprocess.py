@@ -108,14 +108,15 @@ def run_child(args: argparse.Namespace) -> None:
     """Preprocess ``args._child`` videos in this process and print the measurements as one JSON line."""
     import psutil
 
-    from fastvideo_hf.preprocess.builder import WanLatents
+    from fastvideo_hf.preprocess.builder import VideoLatents
+    from fastvideo_hf.preprocess.writer import write_to_folder
 
     num_videos = args._child
     if args.torch_threads:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    builder = WanLatents(
+    builder = VideoLatents(
         task="t2v",
         pretrained_model_name_or_path=str(model_dir(args.work_dir)),
         data_dir=str(videos_dir(args.work_dir, num_videos)),
@@ -145,7 +146,7 @@ def run_child(args: argparse.Namespace) -> None:
 
     builder.encode_pixels = encode_and_record
     started = time.perf_counter()
-    summary = builder.write_to_folder(latents_dir(args.work_dir, num_videos))
+    summary = write_to_folder(builder, latents_dir(args.work_dir, num_videos))
     wall = time.perf_counter() - started
     if not seconds_per_video:
         raise SystemExit("every input was skipped (clips too short?): lower --num_frames or raise --fps")

@@ -66,10 +66,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from fastvideo_hf.model_spec import WanModelSpec
+from fastvideo_hf.models import ModelSpec, load_model_spec
 from fastvideo_hf.training.flow_matching import FlowMatchingConfig
 from fastvideo_hf.training.latent_dataset import LatentDataset, SameShapeBatchSampler, collate_latents
-from fastvideo_hf.training.stages import StepInputs, compute_loss
+from fastvideo_hf.training.steps import StepInputs, compute_loss
 
 DATA_WAIT_GOAL = 0.05  # data wait may take at most 5% of a training step
 THROUGHPUT_GOAL = 0.8  # LatentDataset must read at least 80% as many samples/s as a bare pyarrow read
@@ -96,7 +96,8 @@ CONTEXT_PARALLEL_ROW = "context parallel: not measured here (its step needs 2+ p
 
 def prepare(work_dir: Path, num_videos: int) -> tuple[Path, Path]:
     """Write demo videos, the tiny model and their latent dataset into ``work_dir``; returns (model, latents)."""
-    from fastvideo_hf.preprocess.builder import WanLatents
+    from fastvideo_hf.preprocess.builder import VideoLatents
+    from fastvideo_hf.preprocess.writer import write_to_folder
     from fastvideo_hf.tools.demo_data import write_demo_dataset
     from fastvideo_hf.tools.tiny_models import save_tiny_wan_pipeline
 
@@ -104,7 +105,7 @@ def prepare(work_dir: Path, num_videos: int) -> tuple[Path, Path]:
     model, raw, latents = work_dir / "tiny-wan-t2v", work_dir / "videos", work_dir / "latents"
     save_tiny_wan_pipeline(model)
     write_demo_dataset(raw, num_videos, seed=0)
-    builder = WanLatents(
+    builder = VideoLatents(
         task="t2v",
         pretrained_model_name_or_path=str(model),
         data_dir=str(raw),
@@ -115,7 +116,7 @@ def prepare(work_dir: Path, num_videos: int) -> tuple[Path, Path]:
         samples_per_file=8,
         cache_dir=str(work_dir / "datasets_cache"),  # the builder's lock files stay in the work folder
     )
-    builder.write_to_folder(latents)
+    write_to_folder(builder, latents)
     return model, latents
 
 
@@ -138,13 +139,14 @@ def write_real_size_rows(folder: Path, num_rows: int) -> Path:
     return folder
 
 
-def build_latent_dataset(latents: Path, spec: WanModelSpec, cache_dir: Path) -> LatentDataset:
+def build_latent_dataset(latents: Path, spec: ModelSpec, cache_dir: Path) -> LatentDataset:
     """``LatentDataset`` as the training scripts build it: ``load_latent_dataset``'s plain ``load_dataset`` (with
-    its Arrow cache in the work folder) and the VAE config's latents_mean/std (read by ``WanModelSpec``)."""
+    its Arrow cache in the work folder) and the VAE config's latents_mean/std (read by ``ModelSpec``)."""
     from datasets import load_dataset
 
     hf_dataset = load_dataset(str(latents), split="train", cache_dir=str(cache_dir))
-    return LatentDataset(hf_dataset, spec.latents_mean, spec.latents_std)  # pads embeddings to umT5's 512
+    # prompt embeddings padded to the text encoder's length, as the pipeline pads them
+    return LatentDataset(hf_dataset, spec.latents_mean, spec.latents_std, spec.max_sequence_length)
 
 
 def endless_batches(loader: DataLoader, sampler: SameShapeBatchSampler) -> Iterator[dict[str, torch.Tensor]]:
@@ -157,7 +159,7 @@ def endless_batches(loader: DataLoader, sampler: SameShapeBatchSampler) -> Itera
 
 
 def time_steps(
-    dataset: LatentDataset, spec: WanModelSpec, model: Path, args: argparse.Namespace, num_workers: int
+    dataset: LatentDataset, spec: ModelSpec, model: Path, args: argparse.Namespace, num_workers: int
 ) -> dict[str, list[float]]:
     """Seconds of each part of ``args.warmup + args.steps`` training steps of a fresh model and loader; the
     warmup steps are dropped."""
@@ -356,14 +358,15 @@ def option_training_args(lora: bool, checkpointing: bool, casting: str | None, o
 class StepPair:
     """One transformer set up with one option, and the two steps timed on it: ours and the bare loop's."""
 
-    def __init__(self, option: tuple, config: dict[str, Any], spec: WanModelSpec, args: argparse.Namespace):
+    def __init__(self, option: tuple, config: dict[str, Any], spec: ModelSpec, args: argparse.Namespace):
         from diffusers import WanTransformer3DModel
         from diffusers.training_utils import cast_training_params
         from peft import LoraConfig
 
         from fastvideo_hf.training.flow_matching import make_training_batch, sample_generators
         from fastvideo_hf.training.memory_savers import place_frozen_weights
-        from fastvideo_hf.training.stages import create_optimizer, resolve_lora_targets
+        from fastvideo_hf.training.model_loading import resolve_lora_targets
+        from fastvideo_hf.training.steps import create_optimizer
 
         name, lora, checkpointing, casting, offload = option
         self.name, self.spec = name, spec
@@ -372,7 +375,7 @@ class StepPair:
         transformer = WanTransformer3DModel(**config)
         if lora:  # train_wan_lora.py's order: freeze, adapter, checkpointing, fp32 LoRA, then the memory savers
             transformer.requires_grad_(False)
-            targets = resolve_lora_targets(transformer, self.flags.lora_target_modules.split(","))
+            targets = resolve_lora_targets(transformer, list(spec.family.default_lora_targets))
             transformer.add_adapter(
                 LoraConfig(r=self.flags.rank, lora_alpha=self.flags.lora_alpha, target_modules=targets)
             )
@@ -423,7 +426,7 @@ class StepPair:
         self.bare_optimizer.zero_grad()
 
 
-def time_step_overhead(spec: WanModelSpec, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+def time_step_overhead(spec: ModelSpec, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     """CPU seconds (and wall seconds) per step of ours and the bare loop for every option. Steps alternate one by
     one (ours, bare, ours, ... with the first of each round alternating), ``--overhead_steps`` of each per round and
     option. With one torch thread the process's CPU time is the work of the step alone: on a shared machine the wall
@@ -550,7 +553,7 @@ def data_path(args: argparse.Namespace) -> dict[str, Any]:
     """Sections (a)-(c): builds the work folder, prints their tables; returns their part of the report."""
     started = time.perf_counter()
     model, latents = prepare(args.work_dir, args.num_videos)
-    spec = WanModelSpec.from_pretrained(str(model))
+    spec = load_model_spec(str(model))
     cache_dir = args.work_dir / "datasets_cache"
     dataset = build_latent_dataset(latents, spec, cache_dir)
     setup_seconds = time.perf_counter() - started
@@ -634,7 +637,7 @@ def step_overhead(args: argparse.Namespace) -> dict[str, Any]:
     if not (model / "model_index.json").exists():  # section (d) alone: only the spec's configs are needed
         save_tiny_wan_pipeline(model)
     started = time.perf_counter()
-    seconds = time_step_overhead(WanModelSpec.from_pretrained(str(model)), args)
+    seconds = time_step_overhead(load_model_spec(str(model)), args)
     summary = overhead_summary(seconds)
     shape = "x".join(map(str, args.overhead_latent_shape))
     config = overhead_transformer_config(args)

@@ -23,6 +23,7 @@ from fastvideo_hf.training.dataset_checks import LatentDatasetNotFoundError
 from fastvideo_hf.training.latent_dataset import read_dataset_card_metadata
 
 cards = [read_dataset_card_metadata("user/lat"), read_dataset_card_metadata("user/lat", revision=sys.argv[1])]
+cards = [card.to_metadata() for card in cards]
 try:
     read_dataset_card_metadata("user/no-such-latents")
 except LatentDatasetNotFoundError as error:
@@ -81,7 +82,7 @@ def test_training_reads_the_card_of_a_hub_dataset_by_id_and_revision(tmp_path, l
     )
     assert result.returncode == 0, result.stderr[-3000:]
     main, at_first, missing = json.loads(result.stdout)
-    expected = read_card_metadata(latents_dir)
+    expected = read_card_metadata(latents_dir).to_metadata()
     assert at_first == expected and expected["task"] == "t2v"
     assert main == {**expected, "task": "i2v"}
     assert missing.startswith("user/no-such-latents does not exist locally and is not a dataset on the Hub")

@@ -15,9 +15,9 @@ from fastvideo_hf.dataset_card import read_card_metadata
 from fastvideo_hf.models import load_model_spec
 from fastvideo_hf.models.wan.family import MAX_SEQUENCE_LENGTH
 from fastvideo_hf.preprocess.writer import write_to_folder
+from fastvideo_hf.testing import held_out_loss
 from fastvideo_hf.training.dataset_checks import DatasetModelMismatchError, check_dataset_matches_model
 from fastvideo_hf.training.flow_matching import FlowMatchingConfig, shift_sigmas
-from fastvideo_hf.training.held_out import held_out_loss
 from fastvideo_hf.training.latent_dataset import (
     LatentDataset,
     SameShapeBatchSampler,

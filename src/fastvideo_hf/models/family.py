@@ -180,11 +180,16 @@ class ModelFamily(ABC):
     pipeline_classes: tuple[str, ...]  # the ``model_index.json`` ``_class_name`` values of this family
     transformer_classes: tuple[str, ...]  # the diffusers transformer class names (for VSA, ``inspect``, plan)
     default_lora_targets: tuple[str, ...]  # ``--lora_target_modules`` when none is given
+    # the transformer's timestep of a sigma is ``sigma * timestep_scale``, as the pipeline passes its scheduler's
+    timestep_scale: float
     known_models: dict[str, KnownModel]  # short name -> public model, for ``plan``
 
     def recognises(self, index: dict[str, Any]) -> bool:
-        """Whether a pipeline's ``model_index.json`` is one of this family's."""
-        return index.get("_class_name") in self.pipeline_classes
+        """Whether a pipeline's ``model_index.json`` is one of this family's: its class, or else its transformer's
+        (FastVideo publishes Wan models under its own pipeline classes, e.g. ``WanDMDPipeline``, with diffusers'
+        Wan transformer)."""
+        transformer = index.get("transformer") or [None, None]
+        return index.get("_class_name") in self.pipeline_classes or transformer[-1] in self.transformer_classes
 
     # -- what the model is ------------------------------------------------------------------------------------
 

@@ -2,11 +2,11 @@
 inference.
 
 ``x_t = (1 - sigma) * x0 + sigma * noise`` and the transformer predicts the velocity ``noise - x0``; the
-timestep it is given is ``sigma * 1000``, as the pipeline passes ``scheduler.timesteps`` (the family's transformer
-call shapes it, e.g. per token). Sigmas are drawn with diffusers' SD3 densities (uniform, logit_normal, mode) and
-then shifted by ``flow_shift`` with the formula of diffusers' flow-matching schedulers
-(``shift * s / (1 + (shift - 1) * s)``): a shift that is parsed but never applied is a known bug of other
-trainers.
+timestep it is given is ``sigma * timestep_scale`` (the family's: 1000 for Wan), as the pipeline passes
+``scheduler.timesteps`` (the family's transformer call shapes it, e.g. per token). Sigmas are drawn with diffusers'
+SD3 densities (uniform, logit_normal, mode) and then shifted by ``flow_shift`` with the formula of diffusers'
+flow-matching schedulers (``shift * s / (1 + (shift - 1) * s)``): a shift that is parsed but never applied is a known
+bug of other trainers.
 
 Every random draw of a sample (sigma, noise, caption dropout) comes from a generator seeded by (seed, optimizer
 step, micro-step, position in the global batch): the draws do not depend on the number of processes, and a
@@ -20,8 +20,6 @@ from dataclasses import dataclass
 import torch
 from diffusers.training_utils import compute_density_for_timestep_sampling
 
-NUM_TRAIN_TIMESTEPS = 1000
-
 
 @dataclass
 class FlowMatchingConfig:
@@ -33,6 +31,7 @@ class FlowMatchingConfig:
     caption_dropout: float = 0.0
     min_sigma: float = 0.0  # a two-expert model's expert trains on one side of the boundary: [min_sigma, max_sigma]
     max_sigma: float = 1.0
+    timestep_scale: float = 1000.0  # the transformer's timestep per unit of sigma: ModelFamily.timestep_scale
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
@@ -99,16 +98,17 @@ def make_training_batch(
     )
     # A dropped caption becomes an all-zero embedding (FastVideo's choice), teaching the unconditional branch.
     prompt_embeds = prompt_embeds * keep.to(prompt_embeds.device, prompt_embeds.dtype).view(-1, 1, 1)
-    noisy_latents, timesteps, target = interpolate(latents, noise, sigmas)
+    noisy_latents, timesteps, target = interpolate(latents, noise, sigmas, config.timestep_scale)
     return FlowMatchingBatch(noisy_latents, timesteps, target, prompt_embeds)
 
 
 def interpolate(
-    latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor
+    latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor, timestep_scale: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(x_t, timesteps, velocity target)`` for clean ``latents``, ``noise`` and per-sample ``sigmas``."""
+    """``(x_t, timesteps, velocity target)`` for clean ``latents``, ``noise`` and per-sample ``sigmas``; the
+    timesteps are ``sigmas * timestep_scale``."""
     sigma = sigmas.view(-1, 1, 1, 1, 1).to(latents.dtype)
-    return (1.0 - sigma) * latents + sigma * noise, sigmas * NUM_TRAIN_TIMESTEPS, noise - latents
+    return (1.0 - sigma) * latents + sigma * noise, sigmas * timestep_scale, noise - latents
 
 
 def flow_matching_loss(

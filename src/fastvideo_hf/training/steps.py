@@ -37,6 +37,7 @@ def flow_matching_config(args: argparse.Namespace, spec: ModelSpec) -> FlowMatch
         mode_scale=args.mode_scale,
         flow_shift=args.flow_shift,
         caption_dropout=args.caption_dropout,
+        timestep_scale=spec.family.timestep_scale,
     )
 
 

@@ -104,6 +104,7 @@ class WanFamily(ModelFamily):
     pipeline_classes = ("WanPipeline", "WanImageToVideoPipeline")
     transformer_classes = ("WanTransformer3DModel",)
     default_lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
+    timestep_scale = 1000.0  # FlowMatchEulerDiscrete / UniPC's num_train_timesteps: WanPipeline passes sigma * 1000
     known_models = KNOWN_MODELS
     comfy_base_model_format = "wan"
     activation_assumption = ACTIVATION_ASSUMPTION
@@ -113,7 +114,9 @@ class WanFamily(ModelFamily):
         from transformers import AutoConfig
 
         vae = AutoencoderKLWan.load_config(model, subfolder="vae", revision=revision)
-        text_encoder = AutoConfig.from_pretrained(model, subfolder="text_encoder", revision=revision)
+        text_encoder = None  # a folder of configs for training alone may leave it out: its width is text_dim
+        if has_component(index, "text_encoder"):
+            text_encoder = AutoConfig.from_pretrained(model, subfolder="text_encoder", revision=revision)
         transformer: dict[str, Any] = {}
         if has_component(index, "transformer"):
             transformer = WanTransformer3DModel.load_config(model, subfolder="transformer", revision=revision)
@@ -134,9 +137,9 @@ class WanFamily(ModelFamily):
             latents_mean=list(vae["latents_mean"]),
             latents_std=list(vae["latents_std"]),
             vae_class=vae.get("_class_name", "AutoencoderKLWan"),
-            text_encoder_class=(text_encoder.architectures or ["UMT5EncoderModel"])[0],
+            text_encoder_class=((text_encoder and text_encoder.architectures) or ["UMT5EncoderModel"])[0],
             text_dim=transformer.get("text_dim") or text_encoder.d_model,
-            prompt_embedding_dim=text_encoder.d_model,
+            prompt_embedding_dim=text_encoder.d_model if text_encoder else transformer["text_dim"],
             max_sequence_length=MAX_SEQUENCE_LENGTH,
             patch_size=tuple(transformer.get("patch_size") or (1, 2, 2)) if transformer else (1, 1, 1),
             in_channels=in_channels,
