@@ -77,22 +77,29 @@ def _tiny_vae(wan22: bool):
 
 
 def tiny_wan_transformer(
-    in_channels: int = 16, out_channels: int = 16, image_dim: int | None = None, attention_head_dim: int = 12
+    in_channels: int = 16,
+    out_channels: int = 16,
+    image_dim: int | None = None,
+    attention_head_dim: int = 12,
+    num_attention_heads: int = 2,
+    ffn_dim: int = 32,
 ):
     """diffusers' own test configuration of the Wan transformer (2 blocks, 2 heads); ``attention_head_dim`` 64 gives
-    heads FastVideo's VSA kernel takes."""
+    heads FastVideo's VSA kernel takes, and more heads and a wider ``ffn_dim`` give a transformer roomy enough to
+    memorise a clip (the default one cannot)."""
     from diffusers import WanTransformer3DModel
 
-    image_kwargs = {"image_dim": image_dim, "added_kv_proj_dim": 24} if image_dim else {}
+    inner_dim = num_attention_heads * attention_head_dim  # the image keys and values are projected from this width
+    image_kwargs = {"image_dim": image_dim, "added_kv_proj_dim": inner_dim} if image_dim else {}
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),
-        num_attention_heads=2,
+        num_attention_heads=num_attention_heads,
         attention_head_dim=attention_head_dim,
         in_channels=in_channels,
         out_channels=out_channels,
         text_dim=TEXT_DIM,
         freq_dim=256,
-        ffn_dim=32,
+        ffn_dim=ffn_dim,
         num_layers=2,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
@@ -116,13 +123,21 @@ def _tiny_clip():
     return CLIPVisionModel(config).eval(), CLIPImageProcessor(crop_size=32, size=32)
 
 
-def build_tiny_wan_pipeline(task: str = "t2v", model: str = "wan2.1", seed: int = 0):
+def build_tiny_wan_pipeline(
+    task: str = "t2v",
+    model: str = "wan2.1",
+    seed: int = 0,
+    num_attention_heads: int = 2,
+    attention_head_dim: int = 12,
+    ffn_dim: int = 32,
+):
     """A Wan pipeline with random weights small enough to run on a CPU in well under a second per step.
 
     ``model`` picks the architecture: ``wan2.1`` (T2V, or I2V with a CLIP image encoder as Wan2.1 I2V 14B),
     ``wan2.2-a14b`` (two experts, ``transformer`` for high noise and ``transformer_2`` for low noise, split at
     the boundary ratio; its I2V has no image encoder) or ``wan2.2-ti2v-5b`` (Wan2.2's 48-channel VAE and
-    per-token timesteps; one folder serves text- and image-to-video).
+    per-token timesteps; one folder serves text- and image-to-video). ``num_attention_heads``,
+    ``attention_head_dim`` and ``ffn_dim`` size every transformer (the defaults are diffusers' test sizes).
     """
     from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline, WanPipeline
 
@@ -130,6 +145,7 @@ def build_tiny_wan_pipeline(task: str = "t2v", model: str = "wan2.1", seed: int 
         raise ValueError(f"--task must be t2v or i2v, got {task!r}")
     if model not in MODELS:
         raise ValueError(f"--model must be one of {MODELS}, got {model!r}")
+    sizes = {"num_attention_heads": num_attention_heads, "attention_head_dim": attention_head_dim, "ffn_dim": ffn_dim}
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
     components = {
@@ -141,28 +157,31 @@ def build_tiny_wan_pipeline(task: str = "t2v", model: str = "wan2.1", seed: int 
         ),
     }
     if model == "wan2.2-ti2v-5b":
-        return WanPipeline(transformer=tiny_wan_transformer(48, 48), expand_timesteps=True, **components)
+        return WanPipeline(transformer=tiny_wan_transformer(48, 48, **sizes), expand_timesteps=True, **components)
     in_channels = 36 if task == "i2v" else 16  # I2V: noisy latents + 4 mask channels + first-frame latents
     if model == "wan2.2-a14b":
         experts = {
-            "transformer": tiny_wan_transformer(in_channels, 16),
-            "transformer_2": tiny_wan_transformer(in_channels, 16),
+            "transformer": tiny_wan_transformer(in_channels, 16, **sizes),
+            "transformer_2": tiny_wan_transformer(in_channels, 16, **sizes),
         }
         pipeline_class = WanImageToVideoPipeline if task == "i2v" else WanPipeline
         return pipeline_class(boundary_ratio=A14B_BOUNDARY_RATIO[task], **experts, **components)
     if task == "i2v":
         image_encoder, image_processor = _tiny_clip()
         return WanImageToVideoPipeline(
-            transformer=tiny_wan_transformer(in_channels, 16, image_dim=4),
+            transformer=tiny_wan_transformer(in_channels, 16, image_dim=4, **sizes),
             image_encoder=image_encoder,
             image_processor=image_processor,
             **components,
         )
-    return WanPipeline(transformer=tiny_wan_transformer(16, 16), **components)
+    return WanPipeline(transformer=tiny_wan_transformer(16, 16, **sizes), **components)
 
 
-def save_tiny_wan_pipeline(output_dir: str | Path, task: str = "t2v", model: str = "wan2.1", seed: int = 0) -> Path:
-    """Build the tiny pipeline and write it as a diffusers-format folder; returns the folder."""
+def save_tiny_wan_pipeline(
+    output_dir: str | Path, task: str = "t2v", model: str = "wan2.1", seed: int = 0, **transformer_sizes
+) -> Path:
+    """Build the tiny pipeline and write it as a diffusers-format folder; returns the folder. ``transformer_sizes``
+    are ``build_tiny_wan_pipeline``'s ``num_attention_heads``, ``attention_head_dim`` and ``ffn_dim``."""
     output_dir = Path(output_dir)
-    build_tiny_wan_pipeline(task=task, model=model, seed=seed).save_pretrained(output_dir)
+    build_tiny_wan_pipeline(task=task, model=model, seed=seed, **transformer_sizes).save_pretrained(output_dir)
     return output_dir
