@@ -22,7 +22,6 @@ __all__ = [
     "ModelSpec",
     "expert_modules",
     "has_component",
-    "family_named",
     "family_of_index",
     "family_of_transformer",
     "family_of_transformer_class",
@@ -35,14 +34,6 @@ __all__ = [
 def family_titles() -> str:
     """The families by name, for messages: ``Wan`` (``Wan or LTX-2`` once there are two)."""
     return " or ".join(family.title for family in FAMILIES)
-
-
-def family_named(name: str) -> ModelFamily:
-    """The family whose short name is ``name`` (a dataset card's ``family``)."""
-    for family in FAMILIES:
-        if family.name == name:
-            return family
-    raise ValueError(f"unknown model family {name!r}: fastvideo-hf trains {', '.join(f.name for f in FAMILIES)}")
 
 
 def family_of_index(index: dict, model: str) -> ModelFamily:

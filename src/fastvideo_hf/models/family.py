@@ -175,7 +175,7 @@ class ModelFamily(ABC):
     transformers encoders) happen inside the methods, so reading the registry loads no model code.
     """
 
-    name: str  # short id: the card's ``family`` field, ``fastvideo-hf plan``'s short names
+    name: str  # short id: the dataset card's tag, the tracker's project (wan-lora), the model card's tag
     title: str  # as users write it, in messages and card titles
     pipeline_classes: tuple[str, ...]  # the ``model_index.json`` ``_class_name`` values of this family
     transformer_classes: tuple[str, ...]  # the diffusers transformer class names (for VSA, ``inspect``, plan)
@@ -289,10 +289,6 @@ class ModelFamily(ABC):
         per_token_modulation: bool,
     ) -> ActivationBytes:
         """What autograd saves for one sample of ``tokens`` video tokens in one block of ``config``."""
-
-    @abstractmethod
-    def lora_layer_width(self, config: dict, layer: str) -> int:
-        """in_features + out_features of a block's Linear ``layer``, from the config."""
 
     @abstractmethod
     def vsa_attentions(self, transformer: torch.nn.Module) -> list[torch.nn.Module]:

@@ -260,11 +260,6 @@ class WanFamily(ModelFamily):
             context_tokens=MAX_SEQUENCE_LENGTH,
         )
 
-    def lora_layer_width(self, config: dict, layer: str) -> int:
-        from .memory import layer_width
-
-        return layer_width(config, layer)
-
     def vsa_attentions(self, transformer: torch.nn.Module) -> list[torch.nn.Module]:
         return [block.attn1 for block in transformer.blocks]
 
