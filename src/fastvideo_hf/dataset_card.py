@@ -59,7 +59,7 @@ class LatentsCard:
     vae_dtype: str | None = None
     video_backend: list[str] | None = None
     num_inputs: int | None = None
-    num_rows: int = 0
+    num_rows: int | None = None  # None on a card that predates the count: nothing to check the shards against
     num_skipped: int = 0
     captions_truncated: int = 0
     duplicate_clips_dropped: int = 0  # clips that would have repeated another clip's frames

@@ -96,7 +96,7 @@ def load_vsa_gates(transformer, folder: str | Path) -> int:
     Accepts our names and FastVideo's (one naming per folder) and logs which it found. ``from_pretrained`` drops
     the gates as unexpected keys, so a VSA finetune or a FastVideo VSA model folder is loaded as::
 
-        transformer = spec.family.transformer_from_folder(FOLDER, subfolder="transformer")
+        transformer = <the model's transformer class>.from_pretrained(FOLDER, subfolder="transformer")
         enable_vsa(transformer, sparsity=0.9); load_vsa_gates(transformer, f"{FOLDER}/transformer")
     """
     if vsa_context(transformer) is None:
