@@ -77,8 +77,8 @@ def dataset_model_mismatches(card: LatentsCard | None, model: str, spec: ModelSp
         )
     if card.latent_channels != spec.latent_channels:
         problems.append(f"latent channels: dataset {card.latent_channels}, model VAE z_dim {spec.latent_channels}")
-    if card.text_dim != spec.prompt_embedding_dim:  # the width the model's text encoder makes (the card's text_dim)
-        problems.append(f"text embedding size: dataset {card.text_dim}, model text_dim {spec.prompt_embedding_dim}")
+    if card.text_dim != spec.text_dim:
+        problems.append(f"text embedding size: dataset {card.text_dim}, model text_dim {spec.text_dim}")
     for key in ("latents_mean", "latents_std"):
         stored, expected = getattr(card, key), getattr(spec, key)
         if stored is None or len(stored) != len(expected) or not np.allclose(stored, expected, atol=1e-4):
